@@ -1,0 +1,280 @@
+"""The ``topicguard`` command: parse, call a stage's Python API, print. Nothing more.
+
+Results go to stdout, logs and errors to stderr. Any bad input ends with one line on
+stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from topicguard._exceptions import TopicGuardError
+
+app = typer.Typer(
+    name="topicguard",
+    help="Train, evaluate and run a small, fast topical guardrail for an LLM chatbot.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+logger = logging.getLogger("topicguard")
+
+ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
+LabelColumn = Annotated[
+    Optional[str],  # noqa: UP045 - Typer needs Optional on Python 3.10
+    typer.Option("--label-column", help="column holding the label (default: label or is_relevant)"),
+]
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show debug logs")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only warnings and errors")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+@contextlib.contextmanager
+def _clean_errors() -> Iterator[None]:
+    """Turn our errors into one line on stderr and exit code 1."""
+    try:
+        yield
+    except TopicGuardError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def train(
+    spec: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(exists=True, dir_okay=False, help="guard.yaml (default: bundled example)"),
+    ] = None,
+    data: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option("--data", exists=True, dir_okay=False, help="training data (repeatable)"),
+    ] = None,
+    base_model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="encoder to fine-tune: Hugging Face id or local folder"),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="model folder to write (default: runs/<spec name>)"),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the data")] = 3,
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="peak learning rate")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(min=1, help="training batch size")] = 16,
+    max_length: Annotated[int, typer.Option(min=8, help="tokens per text")] = 128,
+    validation_size: Annotated[float, typer.Option(help="share held out for validation")] = 0.1,
+    label_column: LabelColumn = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="run model code from the hub")] = False,
+) -> None:
+    """Fine-tune an encoder into a guard. With no arguments: the bundled logistics example."""
+    with _clean_errors():
+        from topicguard.data import read_datasets
+        from topicguard.models import DEFAULT_BASE_MODEL
+        from topicguard.spec import bundled_example, load_spec
+        from topicguard.train import TrainConfig
+        from topicguard.train import train as run_training
+
+        guard_spec = load_spec(spec or bundled_example())
+        paths = list(data) if data else guard_spec.train_paths()
+        if not paths:
+            raise _usage_error(f"{guard_spec.source_path} lists no training data: pass --data FILE")
+        examples = read_datasets(paths, label_column=label_column)
+        config = TrainConfig(
+            base_model=base_model or guard_spec.base_model or DEFAULT_BASE_MODEL,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_length=max_length,
+            validation_size=validation_size,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+        )
+        out_dir = out or Path("runs") / guard_spec.name
+        logger.info(
+            "training %s on %d queries from %s",
+            config.base_model,
+            len(examples),
+            ", ".join(str(p) for p in paths),
+        )
+        result = run_training(
+            examples,
+            out_dir,
+            config,
+            spec=guard_spec,
+            overwrite=overwrite,
+            data_files=[str(p) for p in paths],
+        )
+        m = result.validation_metrics
+        typer.echo(
+            f"model: {result.model_dir}\n"
+            f"trained on {result.n_train} queries in {result.train_seconds:.0f} s, kept epoch "
+            f"{result.best_epoch}; threshold {result.threshold:.3f}\n"
+            f"validation ({result.n_validation} queries): accuracy {m['accuracy']:.4f}, "
+            f"F1 {m['f1']:.4f}, false blocks {m['false_block_rate']:.2%}, "
+            f"leaks {m['leak_rate']:.2%}"
+        )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")],
+    data: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="labelled datasets")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    report: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(file_okay=False, help="write metrics.json, errors.csv, report.md, plots"),
+    ] = None,
+    label_column: LabelColumn = None,
+) -> None:
+    """Measure a guard on labelled data: F1, false-block rate, leak rate, per category."""
+    with _clean_errors():
+        from topicguard.data import read_datasets
+        from topicguard.evaluate import evaluate as run_evaluation
+        from topicguard.runtime import TopicGuard
+
+        guard = TopicGuard.load(model)
+        examples = read_datasets(data, label_column=label_column)
+        evaluation = run_evaluation(guard, examples)
+        summary = evaluation.to_dict()
+        if report is not None:
+            from topicguard.report import write_report
+
+            write_report(
+                evaluation, report, title=f"{model.name} on {', '.join(p.name for p in data)}"
+            )
+            logger.info("report written to %s", report)
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        _print_metrics(summary)
+        if report is not None:
+            typer.echo(f"report: {report / 'report.md'}")
+
+
+@app.command()
+def classify(
+    model: Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to judge")] = None,  # noqa: UP045
+    input_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--input",
+            exists=True,
+            dir_okay=False,
+            help=".txt (one text per line) or a dataset with a text column",
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(dir_okay=False, help="write JSON lines here instead of stdout"),
+    ] = None,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="CPU threads for inference"),
+    ] = None,
+) -> None:
+    """Judge texts: one JSON line each with text, label, score (on topic) and allowed."""
+    with _clean_errors():
+        from topicguard.data import read_texts, write_jsonl
+        from topicguard.runtime import TopicGuard
+
+        items = list(texts or [])
+        for i, text in enumerate(items, start=1):
+            if not text.strip():
+                raise _usage_error(f"text {i} is empty: give the guard something to judge")
+        if input_file is not None:
+            items += read_texts(input_file)
+        if not items:
+            raise _usage_error("nothing to classify: pass texts or --input FILE")
+        guard = TopicGuard.load(model, threads=threads)
+        rows = [v.to_dict() for v in guard.classify(items)]
+        if output is not None:
+            write_jsonl(output, rows)
+            logger.info("%d verdicts written to %s", len(rows), output)
+        else:
+            for row in rows:
+                typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def _usage_error(message: str) -> TopicGuardError:
+    from topicguard._exceptions import DataError
+
+    return DataError(message)
+
+
+def _print_metrics(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['n']} queries, threshold {summary['threshold']:.3f}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (
+        "accuracy",
+        "f1",
+        "f1_weighted",
+        "precision",
+        "recall",
+        "false_block_rate",
+        "leak_rate",
+        "roc_auc",
+    ):
+        table.add_row(key, f"{summary[key]:.4f}")
+    console = Console()
+    console.print(table)
+    if "categories" in summary:
+        per = Table(title="per category")
+        for column in ("category", "n", "errors", "false blocks", "leaks"):
+            per.add_column(column, justify="left" if column == "category" else "right")
+        for name, g in summary["categories"].items():
+            per.add_row(
+                name, str(g["n"]), str(g["errors"]), str(g["false_blocks"]), str(g["leaks"])
+            )
+        console.print(per)
+
+
+def main() -> None:
+    """Console-script entry point: usage errors, too, end in one line on stderr."""
+    try:
+        result = app(standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else 0)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except TopicGuardError as exc:  # raised outside a command body
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        # Typer's (or click's) usage errors: print their message as one line, not a panel
+        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+            typer.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
+            sys.exit(0)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = " ".join(str(exc.format_message()).split())
+            typer.echo(f"error: {message}", err=True)
+            sys.exit(int(exc.exit_code))
+        raise

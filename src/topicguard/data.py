@@ -1,0 +1,289 @@
+"""Datasets: reading (JSONL, CSV, XLSX, Parquet), label normalisation, splits, writing.
+
+A dataset has a ``text`` column and a label column (``label``, or the reference's
+``is_relevant``, or any column named with ``label_column``). Labels may be booleans or the
+strings true/false, 1/0, yes/no in any case. Optional ``category``, ``lang`` and ``source``
+columns are kept. Rows are returned as :class:`Example` records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from topicguard._exceptions import DataError, MissingDependencyError
+from topicguard._io import atomic_write_text
+
+__all__ = [
+    "Example",
+    "normalize_text",
+    "parse_label",
+    "read_dataset",
+    "read_datasets",
+    "read_texts",
+    "split_examples",
+    "write_jsonl",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".xlsx", ".parquet", ".txt")
+LABEL_COLUMNS = ("label", "is_relevant")
+OPTIONAL_COLUMNS = ("category", "lang", "source")
+_TRUE = {"true", "1", "1.0", "yes", "y", "t"}
+_FALSE = {"false", "0", "0.0", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled query. ``label`` is True when the query is on topic (allowed)."""
+
+    text: str
+    label: bool
+    category: str | None = None
+    lang: str | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def parse_label(value: Any) -> bool | None:
+    """Normalise one label; ``None`` for a missing value; ``ValueError`` if it is not a label."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if value in (0, 1):
+            return bool(value)
+        raise ValueError(value)
+    if hasattr(value, "item"):  # numpy scalars from pandas
+        return parse_label(value.item())
+    text = str(value).strip().lower()
+    if text in ("", "nan", "none", "null"):
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def normalize_text(text: str) -> str:
+    """Case-, accent-width- and punctuation-insensitive form used to find duplicates."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(text.split())
+
+
+def read_dataset(path: str | Path, *, label_column: str | None = None) -> list[Example]:
+    """Read one labelled dataset; rows with an empty text or a missing label are dropped
+    with a warning, labels that are not labels raise :class:`DataError` naming them."""
+    path = Path(path)
+    records = _read_records(path)
+    if not records:
+        raise DataError(f"{path}: the dataset is empty")
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    if "text" not in columns:
+        raise DataError(f"{path}: no 'text' column (columns: {', '.join(map(str, columns))})")
+    label_col = _pick_label_column(path, columns, label_column)
+
+    examples: list[Example] = []
+    bad: dict[str, list[int]] = defaultdict(list)
+    empty = missing = 0
+    for row_number, record in enumerate(records, start=1):
+        text = record.get("text")
+        if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
+            empty += 1
+            continue
+        try:
+            label = parse_label(record.get(label_col))
+        except ValueError:
+            bad[repr(record.get(label_col))].append(row_number)
+            continue
+        if label is None:
+            missing += 1
+            continue
+        extras = {c: _optional_str(record.get(c)) for c in OPTIONAL_COLUMNS}
+        examples.append(Example(text=str(text).strip(), label=label, **extras))
+    if bad:
+        shown = "; ".join(f"{value} (row {rows[0]})" for value, rows in list(bad.items())[:5])
+        raise DataError(
+            f"{path}: {sum(len(r) for r in bad.values())} rows have labels that are not "
+            f"True/False, 1/0 or yes/no in column {label_col!r}: {shown}"
+        )
+    if empty:
+        logger.warning("%s: dropped %d rows with an empty text", path, empty)
+    if missing:
+        logger.warning("%s: dropped %d rows with no label in %r", path, missing, label_col)
+    if not examples:
+        raise DataError(f"{path}: no usable rows (every row lacks a text or a label)")
+    return examples
+
+
+def read_datasets(paths: Sequence[str | Path], *, label_column: str | None = None) -> list[Example]:
+    """Read and concatenate several datasets."""
+    if not paths:
+        raise DataError("no dataset given: pass at least one file with --data")
+    examples: list[Example] = []
+    for path in paths:
+        examples.extend(read_dataset(path, label_column=label_column))
+    return examples
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Texts to classify: a ``.txt`` file (one per line) or any dataset with a ``text`` column.
+    Blank entries are skipped with a warning."""
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        _check_readable(path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+        values: list[Any] = lines
+    else:
+        records = _read_records(path)
+        columns = list(dict.fromkeys(key for record in records for key in record))
+        if records and "text" not in columns:
+            raise DataError(f"{path}: no 'text' column (columns: {', '.join(columns)})")
+        values = [_optional_str(r.get("text")) for r in records]
+    texts = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    if len(texts) < len(values):
+        logger.warning("%s: skipped %d blank entries", path, len(values) - len(texts))
+    if not texts:
+        raise DataError(f"{path}: no texts to classify")
+    return texts
+
+
+def split_examples(
+    examples: Sequence[Example], *, test_size: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Stratified split that keeps rows with the same normalised text on one side.
+
+    Keeping exact repeats together matters: the reference's raw output is 60% repeats, and a
+    repeat on both sides of a split scores memory, not generalisation.
+    """
+    if not 0 < test_size < 1:
+        raise DataError(f"test size must be between 0 and 1, got {test_size}")
+    groups: dict[tuple[bool, str], list[Example]] = defaultdict(list)
+    for example in examples:
+        groups[(example.label, normalize_text(example.text))].append(example)
+    rng = random.Random(seed)
+    train: list[Example] = []
+    test: list[Example] = []
+    for label in (True, False):
+        keys = sorted(k for k in groups if k[0] is label)
+        rng.shuffle(keys)
+        n_test = round(len(keys) * test_size)
+        if len(keys) >= 2:
+            n_test = min(max(n_test, 1), len(keys) - 1)
+        for i, key in enumerate(keys):
+            (test if i < n_test else train).extend(groups[key])
+    rng.shuffle(train)
+    rng.shuffle(test)
+    return train, test
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write rows as JSON Lines, atomically."""
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    atomic_write_text(Path(path), text)
+
+
+def _pick_label_column(path: Path, columns: list[str], label_column: str | None) -> str:
+    if label_column is not None:
+        if label_column not in columns:
+            raise DataError(
+                f"{path}: no column {label_column!r} (columns: {', '.join(map(str, columns))})"
+            )
+        return label_column
+    for name in LABEL_COLUMNS:
+        if name in columns:
+            return name
+    raise DataError(
+        f"{path}: no label column: expected 'label' or 'is_relevant', or name one with "
+        f"--label-column (columns: {', '.join(map(str, columns))})"
+    )
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"not a file: {path}")
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    _check_readable(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS or suffix == ".txt":
+        raise DataError(
+            f"{path}: unknown dataset format {suffix or '(no extension)'!r}; "
+            "use .jsonl, .json, .csv, .tsv, .xlsx or .parquet"
+        )
+    try:
+        if suffix == ".jsonl":
+            return _read_jsonl(path)
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise DataError(f"{path}: a .json dataset must be a list of objects")
+            return data
+        import pandas as pd
+
+        if suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(
+                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+            )
+        elif suffix == ".xlsx":
+            frame = pd.read_excel(path, engine="openpyxl")
+        else:
+            try:
+                frame = pd.read_parquet(path)
+            except ImportError as exc:
+                raise MissingDependencyError("pyarrow", "parquet") from exc
+    except (DataError, MissingDependencyError):
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from exc
+    except Exception as exc:  # pandas and openpyxl raise many types for a corrupt file
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: cannot read as {suffix[1:]}: {message}") from exc
+    frame.columns = [str(c) for c in frame.columns]
+    return frame.to_dict(orient="records")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_number}: invalid JSON ({exc.msg})") from exc
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_number}: each line must be a JSON object")
+            records.append(record)
+    return records

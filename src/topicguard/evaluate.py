@@ -1,0 +1,89 @@
+"""Evaluating a guard on labelled data: flat metrics, per-group breakdowns, the errors."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from topicguard.data import Example
+from topicguard.metrics import compute_metrics
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from topicguard.runtime import TopicGuard
+
+__all__ = ["Evaluation", "evaluate"]
+
+
+@dataclass
+class Evaluation:
+    """Scores of a guard on a dataset, at the guard's threshold."""
+
+    examples: list[Example]
+    scores: np.ndarray
+    threshold: float
+    metrics: dict[str, float]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.scores >= self.threshold
+
+    def breakdown(self, column: str) -> dict[str, dict[str, float]]:
+        """Counts and error rates per value of ``category``, ``lang`` or ``source``."""
+        groups: dict[str, dict[str, float]] = defaultdict(
+            lambda: {"n": 0, "on_topic": 0, "errors": 0, "false_blocks": 0, "leaks": 0}
+        )
+        for example, allowed in zip(self.examples, self.predicted, strict=True):
+            value = getattr(example, column)
+            if value is None:
+                continue
+            group = groups[value]
+            group["n"] += 1
+            group["on_topic"] += int(example.label)
+            if bool(allowed) != example.label:
+                group["errors"] += 1
+                group["false_blocks" if example.label else "leaks"] += 1
+        for group in groups.values():
+            group["accuracy"] = 1 - group["errors"] / group["n"]
+        return dict(sorted(groups.items()))
+
+    def errors(self) -> list[dict[str, Any]]:
+        """Misclassified rows, the most confident mistakes first."""
+        rows = []
+        for example, score, allowed in zip(self.examples, self.scores, self.predicted, strict=True):
+            if bool(allowed) != example.label:
+                rows.append(
+                    {
+                        "text": example.text,
+                        "label": example.label,
+                        "score": round(float(score), 6),
+                        "error": "false_block" if example.label else "leak",
+                        "category": example.category,
+                        "lang": example.lang,
+                        "source": example.source,
+                    }
+                )
+        return sorted(rows, key=lambda r: abs(r["score"] - self.threshold), reverse=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``evaluate --json`` object: flat metrics, then per-category and per-language."""
+        result: dict[str, Any] = {k: (int(v) if k == "n" else v) for k, v in self.metrics.items()}
+        for column, key in (("category", "categories"), ("lang", "languages")):
+            groups = self.breakdown(column)
+            if groups:
+                result[key] = groups
+        return result
+
+
+def evaluate(guard: TopicGuard, examples: Sequence[Example]) -> Evaluation:
+    """Score ``examples`` with ``guard`` and compute the metrics at its threshold."""
+    import numpy as np
+
+    rows = list(examples)
+    scores = guard.scores([e.text for e in rows])
+    labels = np.array([e.label for e in rows], dtype=bool)
+    metrics = compute_metrics(labels, scores, guard.threshold)
+    return Evaluation(examples=rows, scores=scores, threshold=guard.threshold, metrics=metrics)

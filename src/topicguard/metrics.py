@@ -1,0 +1,57 @@
+"""Metrics of a binary guard, as flat ``dict[str, float]``, and the choice of a threshold.
+
+On-topic (allowed) is the positive class. The two rates a guard's user lives with:
+``false_block_rate`` = share of on-topic queries blocked (the over-cautious bot), and
+``leak_rate`` = share of off-topic or hostile queries let through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["choose_threshold", "compute_metrics"]
+
+
+def compute_metrics(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Metrics at ``threshold`` (a score at or above it is allowed)."""
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    predicted = s >= threshold
+    n_on, n_off = int(y.sum()), int((~y).sum())
+    both_classes = n_on > 0 and n_off > 0
+    metrics = {
+        "n": float(len(y)),
+        "accuracy": float((predicted == y).mean()) if len(y) else float("nan"),
+        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "f1_weighted": float(f1_score(y, predicted, average="weighted", zero_division=0)),
+        "precision": float(precision_score(y, predicted, zero_division=0)),
+        "recall": float(recall_score(y, predicted, zero_division=0)),
+        "false_block_rate": float((~predicted & y).sum() / n_on) if n_on else float("nan"),
+        "leak_rate": float((predicted & ~y).sum() / n_off) if n_off else float("nan"),
+        "roc_auc": float(roc_auc_score(y, s)) if both_classes else float("nan"),
+        "threshold": float(threshold),
+    }
+    return metrics
+
+
+def choose_threshold(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float:
+    """The threshold with the best accuracy on ``labels``; among equally good ones, the one
+    nearest to 0.5 (0.5 itself when it is among them), so a small validation set that any
+    cut-off in a wide range separates does not push the threshold to the edge of that range."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=float)
+    if len(y) == 0 or y.all() or (~y).all():
+        return 0.5
+    cuts = np.unique(np.concatenate([s, [0.0, 1.0 + 1e-9]]))
+    candidates = np.concatenate([[0.5], (cuts[:-1] + cuts[1:]) / 2])
+    correct = np.array([((s >= t) == y).sum() for t in candidates])
+    best = candidates[correct == correct.max()]
+    return float(best[np.argmin(np.abs(best - 0.5))])

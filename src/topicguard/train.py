@@ -1,0 +1,319 @@
+"""Fine-tuning an encoder into a guard, and writing the model folder.
+
+The folder is a plain Hugging Face model folder (safetensors, config with labels "True" and
+"False", tokenizer), so ``transformers.pipeline("text-classification", model=DIR)`` works on
+it, plus ``topicguard.json``: threshold, base model, spec, data fingerprint and metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from topicguard import __version__
+from topicguard._exceptions import DataError, ModelError
+from topicguard._io import atomic_dir
+from topicguard.data import Example, split_examples
+from topicguard.metrics import choose_threshold, compute_metrics
+from topicguard.models import DEFAULT_BASE_MODEL, load_encoder, resolve_base_model, score_texts
+from topicguard.runtime import METADATA_FILE
+from topicguard.spec import GuardSpec, LabelNames
+
+__all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "train"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """How to fine-tune. Defaults are tuned for short chat queries and a small encoder on CPU."""
+
+    base_model: str = field(
+        default=DEFAULT_BASE_MODEL,
+        metadata={"help": "Hugging Face id or local folder of the encoder to fine-tune"},
+    )
+    epochs: int = field(default=3, metadata={"help": "passes over the training data"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "peak AdamW learning rate"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size"})
+    max_length: int = field(
+        default=128, metadata={"help": "tokens per text; longer texts are truncated"}
+    )
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps warming up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    validation_size: float = field(
+        default=0.1,
+        metadata={"help": "share of the data held out to pick checkpoint and threshold"},
+    )
+    seed: int = field(default=42, metadata={"help": "seed for the split, the head and the order"})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "allow model code from the hub (only for trusted models)"}
+    )
+
+    def validate(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch size must be at least 1, got {self.batch_size}")
+        if not 0 < self.learning_rate < 1:
+            problems.append(f"learning rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 < self.validation_size < 1:
+            problems.append(f"validation size must be in (0, 1), got {self.validation_size}")
+        if self.max_length < 8:
+            problems.append(f"max length must be at least 8 tokens, got {self.max_length}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
+        if problems:
+            raise DataError("; ".join(problems))
+
+
+@dataclass
+class TrainResult:
+    """What training produced: where the model is and how it did on validation."""
+
+    model_dir: Path
+    threshold: float
+    validation_metrics: dict[str, float]
+    best_epoch: int
+    train_seconds: float
+    n_train: int
+    n_validation: int
+
+
+def data_fingerprint(examples: Sequence[Example]) -> str:
+    """Order-independent hash of (text, label) pairs: the same data gives the same print."""
+    digest = hashlib.sha256()
+    for line in sorted(f"{int(e.label)}\t{e.text}" for e in examples):
+        digest.update(line.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def train(
+    examples: Sequence[Example],
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    validation: Sequence[Example] | None = None,
+    spec: GuardSpec | None = None,
+    overwrite: bool = False,
+    data_files: Sequence[str] = (),
+) -> TrainResult:
+    """Fine-tune ``config.base_model`` on ``examples`` and write the guard to ``out_dir``.
+
+    Without ``validation``, ``config.validation_size`` of ``examples`` is held out (exact
+    repeats kept on one side). The epoch with the best validation accuracy (ties: lower
+    loss) is kept, and the decision threshold is chosen on the same validation rows.
+    The folder is written atomically and an existing one is replaced only with ``overwrite``.
+    """
+    config = config or TrainConfig()
+    config.validate()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ModelError(f"{out_dir} already exists: pass --overwrite to replace it, or pick --out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelError(f"{out_dir} exists and is not a folder")
+    _check_classes(examples, "training data")
+    if validation is None:
+        train_rows, val_rows = split_examples(
+            examples, test_size=config.validation_size, seed=config.seed
+        )
+    else:
+        train_rows, val_rows = list(examples), list(validation)
+    _check_classes(train_rows, "training split")
+    _check_classes(val_rows, "validation split (add rows or raise --validation-size)")
+    labels = spec.labels if spec else LabelNames()
+
+    import numpy as np
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    _seed_everything(config.seed)
+    source = resolve_base_model(config.base_model)
+    id2label = {0: labels.blocked, 1: labels.allowed}
+    model, tokenizer = load_encoder(
+        source, id2label=id2label, trust_remote_code=config.trust_remote_code
+    )
+    max_length = _usable_max_length(config.max_length, tokenizer, model)
+
+    texts = [e.text for e in train_rows]
+    targets = torch.tensor([int(e.label) for e in train_rows])
+    val_texts = [e.text for e in val_rows]
+    val_labels = np.array([e.label for e in val_rows], dtype=bool)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": config.weight_decay,
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+            "weight_decay": 0.0,
+        },
+    ]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+
+    generator = torch.Generator().manual_seed(config.seed)
+    best: tuple[float, float] | None = None
+    best_state: dict[str, Any] = {}
+    best_epoch = 0
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(texts), generator=generator).tolist()
+        running = 0.0
+        with _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}") as bar:
+            for step, start in enumerate(range(0, len(order), config.batch_size), start=1):
+                chunk = order[start : start + config.batch_size]
+                batch = tokenizer(
+                    [texts[i] for i in chunk],
+                    padding=True,  # dynamic padding: to the longest text in this batch
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                )
+                loss = model(**batch, labels=targets[chunk]).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                running += loss.detach().item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{running / step:.4f}")
+        val_scores = score_texts(
+            model, tokenizer, val_texts, allowed_index=1, max_length=max_length
+        )
+        val_loss = _log_loss(val_labels, val_scores)
+        accuracy = float(((val_scores >= 0.5) == val_labels).mean())
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": running / steps_per_epoch,
+                "validation_loss": val_loss,
+                "validation_accuracy": accuracy,
+            }
+        )
+        logger.info(
+            "epoch %d: train loss %.4f, validation loss %.4f, accuracy %.4f",
+            epoch,
+            running / steps_per_epoch,
+            val_loss,
+            accuracy,
+        )
+        if best is None or (accuracy, -val_loss) > best:
+            best = (accuracy, -val_loss)
+            best_epoch = epoch
+            best_state = copy.deepcopy(model.state_dict())
+    train_seconds = time.perf_counter() - started
+
+    model.load_state_dict(best_state)
+    val_scores = score_texts(model, tokenizer, val_texts, allowed_index=1, max_length=max_length)
+    threshold = choose_threshold(val_labels, val_scores)
+    val_metrics = compute_metrics(val_labels, val_scores, threshold)
+    logger.info(
+        "kept epoch %d; threshold %.3f on %d validation rows", best_epoch, threshold, len(val_rows)
+    )
+
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "topicguard_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "threshold": threshold,
+        "threshold_objective": "max_accuracy",
+        "labels": {"allowed": labels.allowed, "blocked": labels.blocked},
+        "max_length": max_length,
+        "base_model": config.base_model,
+        "training": asdict(config),
+        "best_epoch": best_epoch,
+        "history": history,
+        "train_seconds": round(train_seconds, 2),
+        "data": {
+            "fingerprint": data_fingerprint(train_rows),
+            "files": [str(f) for f in data_files],
+            "n_train": len(train_rows),
+            "n_validation": len(val_rows),
+        },
+        "metrics": {"validation": val_metrics},
+        "spec": spec.model_dump(mode="json") if spec else None,
+    }
+    try:
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / METADATA_FILE).write_text(
+                json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
+            )
+    except OSError as exc:
+        raise ModelError(f"cannot write the model to {out_dir}: {exc}") from exc
+    return TrainResult(
+        model_dir=out_dir,
+        threshold=threshold,
+        validation_metrics=val_metrics,
+        best_epoch=best_epoch,
+        train_seconds=train_seconds,
+        n_train=len(train_rows),
+        n_validation=len(val_rows),
+    )
+
+
+def _check_classes(examples: Sequence[Example], what: str) -> None:
+    n_on = sum(e.label for e in examples)
+    n_off = len(examples) - n_on
+    if n_on == 0 or n_off == 0:
+        raise DataError(
+            f"the {what} has only one class ({n_on} on-topic, {n_off} off-topic rows): "
+            "a guard needs examples of both"
+        )
+
+
+def _usable_max_length(requested: int, tokenizer: Any, model: Any) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None) or requested
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and tokenizer_limit < 100_000:
+        limit = min(limit, tokenizer_limit)
+    return min(requested, int(limit))
+
+
+def _log_loss(labels: Any, scores: Any) -> float:
+    import numpy as np
+
+    p = np.clip(scores, 1e-7, 1 - 1e-7)
+    return float(-np.mean(np.where(labels, np.log(p), np.log(1 - p))))
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _progress(total: int, description: str) -> Any:
+    import sys
+
+    from tqdm.auto import tqdm
+
+    quiet = not sys.stderr.isatty() or not logger.isEnabledFor(logging.INFO)
+    return tqdm(total=total, desc=description, disable=quiet, leave=False, unit="step")

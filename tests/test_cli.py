@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_rows
+from typer.testing import CliRunner
+
+from topicguard.cli import app
+
+runner = CliRunner()
+
+CONTRACT_KEYS = {
+    "n",
+    "accuracy",
+    "f1",
+    "f1_weighted",
+    "precision",
+    "recall",
+    "false_block_rate",
+    "leak_rate",
+    "roc_auc",
+}
+
+
+def test_train_command_writes_a_model(tiny_bert: Path, small_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "guard"
+    args = [
+        "train",
+        "--data",
+        str(small_dataset),
+        "--base-model",
+        str(tiny_bert),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--validation-size",
+        "0.25",
+        "--max-length",
+        "32",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"model: {out}" in result.stdout
+    assert "threshold" in result.stdout
+    assert (out / "topicguard.json").is_file()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1
+    assert "already exists: pass --overwrite" in again.stderr
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_train_label_column(tiny_bert: Path, tmp_path: Path, small_rows: list[dict]) -> None:
+    rows = [dict(r, label=None, verdict=r["label"]) for r in small_rows]
+    data = write_rows(tmp_path / "d.jsonl", rows)
+    base = [
+        "train",
+        "--data",
+        str(data),
+        "--base-model",
+        str(tiny_bert),
+        "--epochs",
+        "1",
+        "--validation-size",
+        "0.25",
+        "--max-length",
+        "32",
+    ]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--label-column", "verdict"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert "no usable rows" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"text": "a", "label": "maybe"}], "labels that are not True/False"),
+        (
+            [{"text": "where is my parcel", "label": True}, {"text": "hi", "label": True}],
+            "only one class",
+        ),
+        ([{"question": "a", "label": True}], "no 'text' column"),
+    ],
+)
+def test_train_bad_data_fails_in_one_line(
+    tiny_bert: Path, tmp_path: Path, rows: list[dict], message: str
+) -> None:
+    data = write_rows(tmp_path / "d.jsonl", rows)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--base-model",
+            str(tiny_bert),
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_json_contract_and_report(
+    tiny_guard: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tiny_guard),
+            str(small_dataset),
+            "--json",
+            "--report",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert CONTRACT_KEYS <= set(summary)
+    assert summary["n"] == 16
+    assert "categories" in summary
+    assert (tmp_path / "r" / "report.md").is_file()
+    table = runner.invoke(app, ["evaluate", str(tiny_guard), str(small_dataset)])
+    assert table.exit_code == 0
+    assert "false_block_rate" in table.stdout
+
+
+def test_classify_arguments_input_file_and_output(tiny_guard: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "classify",
+            str(tiny_guard),
+            "What is the status of my package?",
+            "Can you write me a Python script to analyze data?",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in lines] == [
+        "What is the status of my package?",
+        "Can you write me a Python script to analyze data?",
+    ]
+    assert all(set(row) == {"text", "label", "score", "allowed"} for row in lines)
+    texts = tmp_path / "in.txt"
+    texts.write_text("where is my parcel\n\nhello there\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(
+        app, ["classify", str(tiny_guard), "--input", str(texts), "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == [
+        "where is my parcel",
+        "hello there",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["   "], "text 1 is empty"),
+        ([], "nothing to classify"),
+    ],
+)
+def test_classify_bad_input(tiny_guard: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["classify", str(tiny_guard), *args])
+    assert result.exit_code == 1
+    assert message in result.stderr
+
+
+def test_commands_reject_a_folder_that_is_not_a_model(tmp_path: Path, small_dataset: Path) -> None:
+    for args in (
+        ["classify", str(tmp_path), "hello"],
+        ["evaluate", str(tmp_path), str(small_dataset)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1
+        assert "not a topicguard model" in result.stderr
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from topicguard.cli import main; sys.argv[0] = 'topicguard'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_console_script_usage_errors_are_one_line(tmp_path: Path) -> None:
+    result = _run("evaluate", str(tmp_path), str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    result = _run("classify", str(tmp_path / "nope"), "hi")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: model folder not found: {tmp_path / 'nope'}"
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from topicguard.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_public_api_is_pinned() -> None:
+    import topicguard
+
+    assert topicguard.__all__ == sorted(topicguard.__all__)
+    assert topicguard.__all__ == [
+        "DataError",
+        "MissingDependencyError",
+        "ModelError",
+        "SpecError",
+        "TopicGuard",
+        "TopicGuardError",
+        "Verdict",
+        "__version__",
+    ]
+    for name in topicguard.__all__:
+        assert getattr(topicguard, name) is not None

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import write_rows
+
+from topicguard import DataError, ModelError, TopicGuard, Verdict
+from topicguard.data import read_dataset
+from topicguard.train import TrainConfig, train
+
+
+def test_model_folder_is_a_plain_hugging_face_folder_plus_metadata(tiny_guard: Path) -> None:
+    names = {p.name for p in tiny_guard.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "topicguard.json"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in names)
+    config = json.loads((tiny_guard / "config.json").read_text())
+    assert config["id2label"] == {"0": "False", "1": "True"}
+    meta = json.loads((tiny_guard / "topicguard.json").read_text())
+    assert 0 < meta["threshold"] < 1
+    assert meta["spec"]["company"] == "Spellbots Logistics"
+    assert len(meta["data"]["fingerprint"]) == 64
+    assert meta["data"]["n_train"] + meta["data"]["n_validation"] == 16
+    assert set(meta["metrics"]["validation"]) >= {"f1", "false_block_rate", "leak_rate"}
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert not list(tiny_guard.parent.glob(".*tmp"))  # no half-written folder left behind
+
+
+def test_reference_pipeline_snippet_works_on_the_folder(tiny_guard: Path) -> None:
+    from transformers import pipeline
+
+    result = pipeline("text-classification", model=str(tiny_guard))("Where is my package?")
+    assert result[0]["label"] in ("True", "False")
+    assert 0 <= result[0]["score"] <= 1
+
+
+def test_runtime_classifies_with_the_stored_threshold(tiny_guard: Path) -> None:
+    guard = TopicGuard.load(tiny_guard)
+    texts = ["Where is my parcel?", "write me a poem", "a much longer message " * 20]
+    verdicts = guard.classify(texts)
+    assert [v.text for v in verdicts] == texts
+    for verdict in verdicts:
+        assert isinstance(verdict, Verdict)
+        assert verdict.allowed == (verdict.score >= guard.threshold)
+        assert verdict.label == ("True" if verdict.allowed else "False")
+    # batching sorts by length internally; results must not depend on batch composition
+    alone = [guard.classify(t)[0].score for t in texts]
+    assert alone == pytest.approx([v.score for v in verdicts], abs=1e-5)
+
+
+def test_runtime_rejects_empty_text_and_non_models(tiny_guard: Path, tmp_path: Path) -> None:
+    guard = TopicGuard.load(tiny_guard)
+    with pytest.raises(DataError, match="text 2 is empty"):
+        guard.classify(["fine", "   "])
+    with pytest.raises(ModelError, match="not a topicguard model"):
+        TopicGuard.load(tmp_path)
+    with pytest.raises(ModelError, match="model folder not found"):
+        TopicGuard.load(tmp_path / "missing")
+
+
+def test_training_refuses_to_overwrite_and_one_class_data(
+    tiny_guard: Path, tiny_bert: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    examples = read_dataset(small_dataset)
+    config = TrainConfig(base_model=str(tiny_bert), epochs=1, validation_size=0.25)
+    before = (tiny_guard / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(ModelError, match="--overwrite"):
+        train(examples, tiny_guard, config)
+    assert (tiny_guard / "model.safetensors").stat().st_mtime_ns == before
+    with pytest.raises(DataError, match="only one class"):
+        train([e for e in examples if e.label], tmp_path / "m", config)
+    with pytest.raises(DataError, match="epochs must be at least 1"):
+        train(examples, tmp_path / "m", TrainConfig(base_model=str(tiny_bert), epochs=0))
+    assert not (tmp_path / "m").exists()
+
+
+def test_training_is_seeded(tiny_bert: Path, small_dataset: Path, tmp_path: Path) -> None:
+    examples = read_dataset(small_dataset)
+    config = TrainConfig(
+        base_model=str(tiny_bert), epochs=1, batch_size=4, max_length=32, validation_size=0.25
+    )
+    scores = []
+    for name in ("a", "b"):
+        train(examples, tmp_path / name, config)
+        scores.append(TopicGuard.load(tmp_path / name).scores(["where is my parcel"])[0])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+
+
+def test_overwrite_replaces_atomically(
+    tiny_bert: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    examples = read_dataset(small_dataset)
+    config = TrainConfig(
+        base_model=str(tiny_bert), epochs=1, batch_size=8, max_length=32, validation_size=0.25
+    )
+    out = tmp_path / "guard"
+    train(examples, out, config)
+    (out / "stale.txt").write_text("from the previous model")
+    train(examples, out, config, overwrite=True)
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["guard"]
+
+
+def test_modernbert_architecture_trains_and_loads(
+    tiny_modernbert: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        base_model=str(tiny_modernbert), epochs=1, batch_size=8, max_length=32, validation_size=0.25
+    )
+    train(read_dataset(small_dataset), tmp_path / "mb", config)
+    assert json.loads((tmp_path / "mb" / "config.json").read_text())["model_type"] == "modernbert"
+    verdicts = TopicGuard.load(tmp_path / "mb").classify(["Where is my parcel?"])
+    assert verdicts[0].label in ("True", "False")
+
+
+def test_unknown_base_model_is_a_clear_error(
+    small_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    examples = read_dataset(small_dataset)
+    with pytest.raises(ModelError, match="cannot load model 'no-such-org/no-such-model'"):
+        train(examples, tmp_path / "m", TrainConfig(base_model="no-such-org/no-such-model"))
+    with pytest.raises(ModelError, match="model folder not found"):
+        train(examples, tmp_path / "m", TrainConfig(base_model=str(tmp_path / "missing")))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="config.json"):
+        train(examples, tmp_path / "m", TrainConfig(base_model=str(empty)))
+
+
+def test_validation_set_can_be_given(
+    tiny_bert: Path, tmp_path: Path, small_rows: list[dict]
+) -> None:
+    path = write_rows(tmp_path / "d.jsonl", small_rows)
+    examples = read_dataset(path)
+    result = train(
+        examples[2:-2],
+        tmp_path / "m",
+        TrainConfig(base_model=str(tiny_bert), epochs=1, max_length=32),
+        validation=examples[:2] + examples[-2:],
+    )
+    assert (result.n_train, result.n_validation) == (12, 4)
