@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_rows
 from typer.testing import CliRunner
 
 from topicguard.cli import app
+
+from conftest import write_rows
 
 runner = CliRunner()
 

@@ -5,7 +5,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE_DIR, requires_reference, write_rows
 
 from topicguard import DataError
 from topicguard.data import (
@@ -17,6 +16,8 @@ from topicguard.data import (
     split_examples,
 )
 from topicguard.spec import bundled_example, load_spec
+
+from conftest import REFERENCE_DIR, requires_reference, write_rows
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_rows
 
 from topicguard import DataError, ModelError, TopicGuard, Verdict
 from topicguard.data import read_dataset
 from topicguard.train import TrainConfig, train
+
+from conftest import write_rows
 
 
 def test_model_folder_is_a_plain_hugging_face_folder_plus_metadata(tiny_guard: Path) -> None:

@@ -7,6 +7,7 @@ On-topic (allowed) is the positive class. The two rates a guard's user lives wit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,15 +44,24 @@ def compute_metrics(
 def choose_threshold(
     labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> float:
-    """The threshold with the best accuracy on ``labels``; among equally good ones, the one
-    nearest to 0.5 (0.5 itself when it is among them), so a small validation set that any
-    cut-off in a wide range separates does not push the threshold to the edge of that range."""
+    """The cut-off nearest to 0.5 whose accuracy on ``labels`` is within one standard error
+    (rounded up to whole rows) of the best one.
+
+    A validation set of a few hundred rows is small: moving the threshold from 0.5 to 0.99
+    to win one more row there tends to block many real customers later. So the threshold
+    moves away from 0.5 only when the gain is larger than the noise in measuring it. The
+    standard error uses add-one smoothing so that a perfect score is not treated as exact.
+    """
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=float)
-    if len(y) == 0 or y.all() or (~y).all():
+    n = len(y)
+    if n == 0 or y.all() or (~y).all():
         return 0.5
     cuts = np.unique(np.concatenate([s, [0.0, 1.0 + 1e-9]]))
     candidates = np.concatenate([[0.5], (cuts[:-1] + cuts[1:]) / 2])
-    correct = np.array([((s >= t) == y).sum() for t in candidates])
-    best = candidates[correct == correct.max()]
-    return float(best[np.argmin(np.abs(best - 0.5))])
+    correct = np.array([int(((s >= t) == y).sum()) for t in candidates])
+    best = int(correct.max())
+    p = (best + 1) / (n + 2)
+    tolerance_rows = math.ceil(math.sqrt(p * (1 - p) * n) - 1e-9)
+    eligible = candidates[correct >= best - tolerance_rows]
+    return float(eligible[np.argmin(np.abs(eligible - 0.5))])

@@ -6,7 +6,9 @@ A local folder never touches the network; a hub id honours ``HF_HUB_OFFLINE``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +17,13 @@ from topicguard._exceptions import ModelError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["DEFAULT_BASE_MODEL", "load_encoder", "resolve_base_model", "score_texts"]
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "load_encoder",
+    "quiet_transformers",
+    "resolve_base_model",
+    "score_texts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +45,24 @@ def resolve_base_model(name_or_path: str | None) -> str:
     return name_or_path
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own progress bars and load reports: the notice that a new
+    classifier head was initialised is expected here, and topicguard shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_encoder(
     name_or_path: str,
     *,
@@ -46,7 +72,6 @@ def load_encoder(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a sequence-classification model and its fast tokenizer, translating errors."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     local = Path(name_or_path).expanduser()
     is_local = local.is_dir()
@@ -63,11 +88,10 @@ def load_encoder(
         model_kwargs["label2id"] = {label: i for i, label in id2label.items()}
     elif num_labels is not None:
         model_kwargs["num_labels"] = num_labels
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **kwargs)
-        model = AutoModelForSequenceClassification.from_pretrained(source, **model_kwargs)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(source, **model_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         hint = (
             "check the folder holds config.json, tokenizer files and model.safetensors"
@@ -77,8 +101,6 @@ def load_encoder(
         )
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {name_or_path!r}: {first_line} ({hint})") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
     if not getattr(tokenizer, "is_fast", False):
         logger.warning("%s has no fast tokenizer; inference will be slower", name_or_path)
     return model, tokenizer

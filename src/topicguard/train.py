@@ -25,7 +25,13 @@ from topicguard._exceptions import DataError, ModelError
 from topicguard._io import atomic_dir
 from topicguard.data import Example, split_examples
 from topicguard.metrics import choose_threshold, compute_metrics
-from topicguard.models import DEFAULT_BASE_MODEL, load_encoder, resolve_base_model, score_texts
+from topicguard.models import (
+    DEFAULT_BASE_MODEL,
+    load_encoder,
+    quiet_transformers,
+    resolve_base_model,
+    score_texts,
+)
 from topicguard.runtime import METADATA_FILE
 from topicguard.spec import GuardSpec, LabelNames
 
@@ -150,6 +156,9 @@ def train(
 
     texts = [e.text for e in train_rows]
     targets = torch.tensor([int(e.label) for e in train_rows])
+    lengths = [
+        len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    ]
     val_texts = [e.text for e in val_rows]
     val_labels = np.array([e.label for e in val_rows], dtype=bool)
 
@@ -179,11 +188,10 @@ def train(
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = torch.randperm(len(texts), generator=generator).tolist()
         running = 0.0
+        batches = _length_grouped_batches(lengths, config.batch_size, generator)
         with _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}") as bar:
-            for step, start in enumerate(range(0, len(order), config.batch_size), start=1):
-                chunk = order[start : start + config.batch_size]
+            for step, chunk in enumerate(batches, start=1):
                 batch = tokenizer(
                     [texts[i] for i in chunk],
                     padding=True,  # dynamic padding: to the longest text in this batch
@@ -257,7 +265,7 @@ def train(
         "spec": spec.model_dump(mode="json") if spec else None,
     }
     try:
-        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp, quiet_transformers():
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             (tmp / METADATA_FILE).write_text(
@@ -274,6 +282,22 @@ def train(
         n_train=len(train_rows),
         n_validation=len(val_rows),
     )
+
+
+def _length_grouped_batches(lengths: list[int], batch_size: int, generator: Any) -> list[list[int]]:
+    """Shuffled batches of similar-length texts: random pools of 50 batches are sorted by
+    length and cut, so a batch pads little (short chat queries train ~1.5x faster) while
+    which texts meet in a batch, and the batch order, stay random."""
+    import torch
+
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
 
 
 def _check_classes(examples: Sequence[Example], what: str) -> None:

@@ -1,0 +1,48 @@
+"""End-to-end with the real default encoder (all-MiniLM-L6-v2): slower, still run by CI."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from topicguard import TopicGuard
+from topicguard.data import read_dataset
+from topicguard.evaluate import evaluate
+from topicguard.spec import bundled_example, load_spec
+from topicguard.train import TrainConfig, train
+
+from conftest import REFERENCE_DIR, requires_reference
+
+pytestmark = pytest.mark.slow
+
+
+@requires_reference()
+def test_default_model_learns_the_reference_data(tmp_path: Path) -> None:
+    examples = read_dataset(
+        REFERENCE_DIR / "rev_guardrail_r1.xlsx", label_column="r1_review_extracted"
+    )
+    random.Random(0).shuffle(examples)
+    train_rows, test_rows = examples[:500], examples[500:800]
+    config = TrainConfig(epochs=2, learning_rate=1e-4, max_length=64)
+    result = train(train_rows, tmp_path / "guard", config)
+    metrics = evaluate(TopicGuard.load(tmp_path / "guard"), test_rows).metrics
+    assert result.best_epoch in (1, 2)
+    assert metrics["f1"] > 0.85, metrics  # chance is ~0.6 for the majority class
+    assert metrics["roc_auc"] > 0.9, metrics
+
+
+def test_bundled_example_guard_passes_the_reference_examples(tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    spec = load_spec(bundled_example())
+    examples = read_dataset(spec.train_paths()[0])
+    random.Random(0).shuffle(examples)
+    train(examples[:800], tmp_path / "guard", TrainConfig(epochs=2, learning_rate=1e-4), spec=spec)
+    classify = pipeline("text-classification", model=str(tmp_path / "guard"))
+    assert classify("What is the status of my package?")[0]["label"] == "True"
+    assert classify("Can you write me a Python script to analyze data?")[0]["label"] == "False"
+    guard = TopicGuard.load(tmp_path / "guard")
+    held_out = read_dataset(spec.test_paths()[0])
+    assert evaluate(guard, held_out).metrics["accuracy"] > 0.8
