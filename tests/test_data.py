@@ -13,7 +13,6 @@ from topicguard.data import (
     parse_label,
     read_dataset,
     read_texts,
-    split_examples,
 )
 from topicguard.spec import bundled_example, load_spec
 
@@ -133,23 +132,6 @@ def test_read_texts_from_txt_and_dataset(tmp_path: Path, small_dataset: Path) ->
     (tmp_path / "blank.txt").write_text("\n \n")
     with pytest.raises(DataError, match="no texts"):
         read_texts(tmp_path / "blank.txt")
-
-
-def test_split_is_stratified_seeded_and_keeps_repeats_together() -> None:
-    examples = [Example(f"on topic {i}", True) for i in range(40)]
-    examples += [Example(f"off topic {i}", False) for i in range(60)]
-    examples += [Example("Where is my PARCEL?", True), Example("where is my parcel", True)]
-    train, test = split_examples(examples, test_size=0.2, seed=1)
-    assert len(train) + len(test) == len(examples)
-    assert Counter(e.label for e in test) == {True: 8, False: 12}
-    sides = {
-        normalize_text(e.text) in {normalize_text(t.text) for t in test}
-        for e in examples
-        if "parcel" in e.text.lower()
-    }
-    assert len(sides) == 1  # both spellings on the same side
-    assert split_examples(examples, test_size=0.2, seed=1) == (train, test)
-    assert split_examples(examples, test_size=0.2, seed=2) != (train, test)
 
 
 def test_bundled_dataset_is_large_unique_balanced_and_categorised() -> None:

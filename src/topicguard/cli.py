@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from topicguard._exceptions import TopicGuardError
+from topicguard.train import TrainConfig
 
 app = typer.Typer(
     name="topicguard",
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 
 logger = logging.getLogger("topicguard")
+DEFAULTS = TrainConfig()
 
 ExistingFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]
 LabelColumn = Annotated[
@@ -76,12 +78,18 @@ def train(
         Optional[Path],  # noqa: UP045
         typer.Option(help="model folder to write (default: runs/<spec name>)"),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="passes over the data")] = 3,
-    seed: Annotated[int, typer.Option(help="random seed")] = 42,
-    learning_rate: Annotated[float, typer.Option(min=0.0, help="peak learning rate")] = 5e-5,
-    batch_size: Annotated[int, typer.Option(min=1, help="training batch size")] = 16,
-    max_length: Annotated[int, typer.Option(min=8, help="tokens per text")] = 128,
-    validation_size: Annotated[float, typer.Option(help="share held out for validation")] = 0.1,
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the data")] = DEFAULTS.epochs,
+    seed: Annotated[int, typer.Option(help="random seed")] = DEFAULTS.seed,
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, help="peak learning rate")
+    ] = DEFAULTS.learning_rate,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="training batch size")
+    ] = DEFAULTS.batch_size,
+    max_length: Annotated[int, typer.Option(min=8, help="tokens per text")] = DEFAULTS.max_length,
+    validation_size: Annotated[float, typer.Option(help="share held out for validation")] = (
+        DEFAULTS.validation_size
+    ),
     label_column: LabelColumn = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="run model code from the hub")] = False,
@@ -91,7 +99,6 @@ def train(
         from topicguard.data import read_datasets
         from topicguard.models import DEFAULT_BASE_MODEL
         from topicguard.spec import bundled_example, load_spec
-        from topicguard.train import TrainConfig
         from topicguard.train import train as run_training
 
         guard_spec = load_spec(spec or bundled_example())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 import unicodedata
 from collections import defaultdict
@@ -30,7 +29,6 @@ __all__ = [
     "read_dataset",
     "read_datasets",
     "read_texts",
-    "split_examples",
     "write_jsonl",
 ]
 
@@ -166,35 +164,6 @@ def read_texts(path: str | Path) -> list[str]:
     if not texts:
         raise DataError(f"{path}: no texts to classify")
     return texts
-
-
-def split_examples(
-    examples: Sequence[Example], *, test_size: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Stratified split that keeps rows with the same normalised text on one side.
-
-    Keeping exact repeats together matters: the reference's raw output is 60% repeats, and a
-    repeat on both sides of a split scores memory, not generalisation.
-    """
-    if not 0 < test_size < 1:
-        raise DataError(f"test size must be between 0 and 1, got {test_size}")
-    groups: dict[tuple[bool, str], list[Example]] = defaultdict(list)
-    for example in examples:
-        groups[(example.label, normalize_text(example.text))].append(example)
-    rng = random.Random(seed)
-    train: list[Example] = []
-    test: list[Example] = []
-    for label in (True, False):
-        keys = sorted(k for k in groups if k[0] is label)
-        rng.shuffle(keys)
-        n_test = round(len(keys) * test_size)
-        if len(keys) >= 2:
-            n_test = min(max(n_test, 1), len(keys) - 1)
-        for i, key in enumerate(keys):
-            (test if i < n_test else train).extend(groups[key])
-    rng.shuffle(train)
-    rng.shuffle(test)
-    return train, test
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -23,7 +23,8 @@ from typing import Any
 from topicguard import __version__
 from topicguard._exceptions import DataError, ModelError
 from topicguard._io import atomic_dir
-from topicguard.data import Example, split_examples
+from topicguard.data import Example
+from topicguard.leakage import split_examples
 from topicguard.metrics import choose_threshold, compute_metrics
 from topicguard.models import (
     DEFAULT_BASE_MODEL,
@@ -50,8 +51,8 @@ class TrainConfig:
         default=DEFAULT_BASE_MODEL,
         metadata={"help": "Hugging Face id or local folder of the encoder to fine-tune"},
     )
-    epochs: int = field(default=3, metadata={"help": "passes over the training data"})
-    learning_rate: float = field(default=5e-5, metadata={"help": "peak AdamW learning rate"})
+    epochs: int = field(default=4, metadata={"help": "passes over the training data"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     max_length: int = field(
         default=128, metadata={"help": "tokens per text; longer texts are truncated"}
@@ -119,9 +120,9 @@ def train(
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``examples`` and write the guard to ``out_dir``.
 
-    Without ``validation``, ``config.validation_size`` of ``examples`` is held out (exact
-    repeats kept on one side). The epoch with the best validation accuracy (ties: lower
-    loss) is kept, and the decision threshold is chosen on the same validation rows.
+    Without ``validation``, ``config.validation_size`` of ``examples`` is held out, keeping
+    near-duplicate clusters on one side. The epoch with the best validation accuracy (ties:
+    the later one) is kept, and the decision threshold is chosen on the same validation rows.
     The folder is written atomically and an existing one is replaced only with ``overwrite``.
     """
     config = config or TrainConfig()
@@ -181,7 +182,7 @@ def train(
     )
 
     generator = torch.Generator().manual_seed(config.seed)
-    best: tuple[float, float] | None = None
+    best: float | None = None
     best_state: dict[str, Any] = {}
     best_epoch = 0
     history: list[dict[str, float]] = []
@@ -228,8 +229,10 @@ def train(
             val_loss,
             accuracy,
         )
-        if best is None or (accuracy, -val_loss) > best:
-            best = (accuracy, -val_loss)
+        # Ties go to the later epoch: when validation cannot tell epochs apart (a few
+        # hundred rows often cannot), the model that finished its schedule is the safer pick.
+        if best is None or accuracy >= best:
+            best = accuracy
             best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
     train_seconds = time.perf_counter() - started
