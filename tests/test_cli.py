@@ -81,7 +81,7 @@ def test_train_label_column(tiny_bert: Path, tmp_path: Path, small_rows: list[di
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([{"text": "a", "label": "maybe"}], "labels that are not True/False"),
+        ([{"text": "a", "label": "maybe"}], "with a label that is not True/False"),
         (
             [{"text": "where is my parcel", "label": True}, {"text": "hi", "label": True}],
             "only one class",
@@ -237,3 +237,97 @@ def test_public_api_is_pinned() -> None:
     ]
     for name in topicguard.__all__:
         assert getattr(topicguard, name) is not None
+
+
+def test_data_check_reports_and_strict_fails_on_duplicates(tmp_path: Path) -> None:
+    rows = [
+        {"text": "Where is my parcel?", "label": True, "category": "tracking", "lang": "en"},
+        {"text": "where is my parcel", "label": False, "category": "tracking", "lang": "en"},
+        {"text": "What's the difference between express and standard shipping?", "label": True},
+        {"text": "What is the difference between standard and express shipping", "label": True},
+        {"text": "tell me a joke", "label": False, "category": "fun", "lang": "en"},
+    ]
+    data = write_rows(tmp_path / "d.jsonl", rows)
+    result = runner.invoke(app, ["data", "check", str(data), "--json", "--threshold", "0.7"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 5
+    assert report["labels"] == {"on_topic": 3, "off_topic": 2}
+    assert report["exact_duplicate_groups"] == 1
+    assert report["conflicting_label_groups"] == 1
+    assert report["near_duplicate_pairs"] == 1
+    assert report["examples"]["conflicts"][0][0]["row"] == 1
+    assert report["categories"]["tracking"] == {"on_topic": 1, "off_topic": 1}
+    assert report["languages"] == {"(none)": 2, "en": 3}
+    assert report["clean"] is False
+    strict = runner.invoke(app, ["data", "check", str(data), "--strict"])
+    assert strict.exit_code == 1
+    assert "conflicting labels (--strict)" in strict.stderr
+    assert "texts with conflicting labels: 1" in strict.stdout
+
+
+def test_bundled_dataset_passes_data_check_strict() -> None:
+    from topicguard.spec import bundled_example, load_spec
+
+    spec = load_spec(bundled_example())
+    files = [str(p) for p in spec.train_paths() + spec.test_paths()]
+    result = runner.invoke(app, ["data", "check", *files, "--strict"])
+    assert result.exit_code == 0, result.output
+
+
+def test_data_split_writes_two_files(tmp_path: Path, small_dataset: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "split",
+            str(small_dataset),
+            "--test-size",
+            "0.25",
+            "--out",
+            str(tmp_path / "split"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    train = (tmp_path / "split" / "train.jsonl").read_text().splitlines()
+    test = (tmp_path / "split" / "test.jsonl").read_text().splitlines()
+    assert len(train) + len(test) == 16
+    assert len(test) == 4
+    assert {json.loads(line)["label"] for line in test} == {True, False}
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [
+                {"text": "a", "label": True},
+                {"text": " ", "label": False},
+                {"text": "", "label": True},
+            ],
+            "2 rows with an empty text: rows 2, 3",
+        ),
+        ([{"text": "a", "label": "maybe"}, {"text": "b", "label": "maybe"}], "'maybe' (rows 1, 2)"),
+        ([{"text": "a", "label": True}, {"text": "b"}], "1 row with no label in 'label': row 2"),
+    ],
+)
+def test_data_commands_name_bad_rows(tmp_path: Path, rows: list[dict], message: str) -> None:
+    data = write_rows(tmp_path / "d.jsonl", rows)
+    for args in (
+        ["data", "check", str(data)],
+        ["data", "split", str(data), "--out", str(tmp_path / "o")],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1
+        assert message in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_data_commands_reject_missing_and_unknown_files(tmp_path: Path) -> None:
+    (tmp_path / "d.docx").write_text("x")
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "d.docx")])
+    assert result.exit_code == 1
+    assert "unknown dataset format '.docx'" in result.stderr
+    result = _run("data", "check", str(tmp_path / "missing.csv"))
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr

@@ -86,9 +86,12 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def read_dataset(path: str | Path, *, label_column: str | None = None) -> list[Example]:
-    """Read one labelled dataset; rows with an empty text or a missing label are dropped
-    with a warning, labels that are not labels raise :class:`DataError` naming them."""
+def read_dataset(
+    path: str | Path, *, label_column: str | None = None, strict: bool = False
+) -> list[Example]:
+    """Read one labelled dataset. Labels that are not labels raise :class:`DataError` naming
+    them and their rows (1-based, in file order). Rows with an empty text or a missing label
+    are dropped with a warning, or with ``strict`` raise :class:`DataError` naming them."""
     path = Path(path)
     records = _read_records(path)
     if not records:
@@ -100,11 +103,12 @@ def read_dataset(path: str | Path, *, label_column: str | None = None) -> list[E
 
     examples: list[Example] = []
     bad: dict[str, list[int]] = defaultdict(list)
-    empty = missing = 0
+    empty: list[int] = []
+    missing: list[int] = []
     for row_number, record in enumerate(records, start=1):
         text = record.get("text")
         if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
-            empty += 1
+            empty.append(row_number)
             continue
         try:
             label = parse_label(record.get(label_col))
@@ -112,32 +116,37 @@ def read_dataset(path: str | Path, *, label_column: str | None = None) -> list[E
             bad[repr(record.get(label_col))].append(row_number)
             continue
         if label is None:
-            missing += 1
+            missing.append(row_number)
             continue
         extras = {c: _optional_str(record.get(c)) for c in OPTIONAL_COLUMNS}
         examples.append(Example(text=str(text).strip(), label=label, **extras))
     if bad:
-        shown = "; ".join(f"{value} (row {rows[0]})" for value, rows in list(bad.items())[:5])
+        shown = "; ".join(f"{value} ({_rows(rows)})" for value, rows in list(bad.items())[:5])
+        n_bad = sum(len(r) for r in bad.values())
         raise DataError(
-            f"{path}: {sum(len(r) for r in bad.values())} rows have labels that are not "
+            f"{path}: {n_bad} row{'s' if n_bad > 1 else ''} with a label that is not "
             f"True/False, 1/0 or yes/no in column {label_col!r}: {shown}"
         )
-    if empty:
-        logger.warning("%s: dropped %d rows with an empty text", path, empty)
-    if missing:
-        logger.warning("%s: dropped %d rows with no label in %r", path, missing, label_col)
+    for rows, problem in ((empty, "an empty text"), (missing, f"no label in {label_col!r}")):
+        # "3 rows with an empty text: rows 2, 5, 9"
+        if rows and strict:
+            raise DataError(f"{path}: {_count(rows)} {problem}: {_rows(rows)}")
+        if rows:
+            logger.warning("%s: dropped %d rows with %s", path, len(rows), problem)
     if not examples:
         raise DataError(f"{path}: no usable rows (every row lacks a text or a label)")
     return examples
 
 
-def read_datasets(paths: Sequence[str | Path], *, label_column: str | None = None) -> list[Example]:
-    """Read and concatenate several datasets."""
+def read_datasets(
+    paths: Sequence[str | Path], *, label_column: str | None = None, strict: bool = False
+) -> list[Example]:
+    """Read and concatenate several datasets (see :func:`read_dataset`)."""
     if not paths:
         raise DataError("no dataset given: pass at least one file with --data")
     examples: list[Example] = []
     for path in paths:
-        examples.extend(read_dataset(path, label_column=label_column))
+        examples.extend(read_dataset(path, label_column=label_column, strict=strict))
     return examples
 
 
@@ -170,6 +179,17 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write rows as JSON Lines, atomically."""
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     atomic_write_text(Path(path), text)
+
+
+def _rows(rows: list[int]) -> str:
+    """'row 3' or 'rows 3, 7, 9 and 12 more'."""
+    shown = ", ".join(str(r) for r in rows[:5])
+    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def _count(rows: list[int]) -> str:
+    return f"{len(rows)} row{'s' if len(rows) > 1 else ''} with"
 
 
 def _pick_label_column(path: Path, columns: list[str], label_column: str | None) -> str:
