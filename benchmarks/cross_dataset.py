@@ -1,0 +1,93 @@
+"""Honest cross-dataset evaluation: train on one team's data, test on another's.
+
+A score on a random split of one's own data measures memory as much as generalisation.
+Here each direction trains on one dataset and tests on the other, written by other people
+in another style:
+
+- bundled -> reference: train on the bundled example's training file, evaluate on all 2,207
+  reviewed rows of the reference project (labels: DeepSeek R1's verdicts);
+- reference -> bundled: train on all reviewed reference rows, evaluate on the bundled
+  example's held-out test file.
+
+    python benchmarks/cross_dataset.py [--base-model ID|PATH] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from topicguard.train import TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", type=Path, default=REFERENCE / "rev_guardrail_r1.xlsx")
+    parser.add_argument("--base-model", default=defaults.base_model)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+
+    from topicguard import TopicGuard, TopicGuardError
+    from topicguard.data import read_dataset, read_datasets
+    from topicguard.evaluate import evaluate
+    from topicguard.spec import bundled_example, load_spec
+    from topicguard.train import train
+
+    config = TrainConfig(base_model=args.base_model, epochs=args.epochs, seed=args.seed)
+    results = {}
+    try:
+        spec = load_spec(bundled_example())
+        bundled_train = read_datasets(spec.train_paths())
+        bundled_test = read_datasets(spec.test_paths())
+        reference = read_dataset(args.reference, label_column="r1_review_extracted")
+        directions = {
+            "bundled_to_reference": (bundled_train, reference),
+            "reference_to_bundled": (reference, bundled_test),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, (train_rows, test_rows) in directions.items():
+                result = train(train_rows, Path(tmp) / name, config)
+                evaluation = evaluate(TopicGuard.load(Path(tmp) / name), test_rows)
+                m = evaluation.metrics
+                results[name] = {
+                    "f1": round(m["f1"], 4),
+                    "f1_weighted": round(m["f1_weighted"], 4),
+                    "accuracy": round(m["accuracy"], 4),
+                    "false_block_rate": round(m["false_block_rate"], 4),
+                    "leak_rate": round(m["leak_rate"], 4),
+                    "roc_auc": round(m["roc_auc"], 4),
+                    "n_train": result.n_train + result.n_validation,
+                    "n_test": len(test_rows),
+                    "train_seconds": round(result.train_seconds, 1),
+                    "worst_errors": [
+                        {k: e[k] for k in ("error", "score", "text")}
+                        for e in evaluation.errors()[:5]
+                    ],
+                }
+    except TopicGuardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"base_model": args.base_model, "directions": results}))
+        return 0
+    print(f"{'direction':<22} {'F1':>7} {'false blocks':>13} {'leaks':>7} {'n_test':>7}")
+    for name, r in results.items():
+        print(
+            f"{name:<22} {r['f1']:>7.4f} {r['false_block_rate']:>13.2%} "
+            f"{r['leak_rate']:>7.2%} {r['n_test']:>7}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

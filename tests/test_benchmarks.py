@@ -1,0 +1,61 @@
+"""The benchmark scripts run end to end (with a tiny encoder, so quickly) and print JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from conftest import requires_reference
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@requires_reference()
+@pytest.mark.parametrize("split", ["random", "clustered"])
+def test_reference_benchmark_prints_the_contract(
+    tiny_bert: Path, split: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _load("reference").main(
+        ["--base-model", str(tiny_bert), "--epochs", "1", "--split", split, "--json"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {
+        "f1_weighted",
+        "f1",
+        "false_block_rate",
+        "leak_rate",
+        "train_seconds",
+        "n_train",
+        "n_test",
+    } <= set(summary)
+    assert summary["n_train"] + summary["n_test"] == 2207
+    if split == "random":
+        assert (summary["n_train"], summary["n_test"]) == (1765, 442)
+
+
+@requires_reference()
+def test_cross_dataset_benchmark_runs_both_directions(
+    tiny_bert: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _load("cross_dataset").main(["--base-model", str(tiny_bert), "--epochs", "1", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    directions = result["directions"]
+    assert set(directions) == {"bundled_to_reference", "reference_to_bundled"}
+    assert directions["bundled_to_reference"]["n_test"] == 2207
+    assert directions["reference_to_bundled"]["n_train"] == 2207
+    for values in directions.values():
+        assert 0 <= values["false_block_rate"] <= 1 and 0 <= values["leak_rate"] <= 1
