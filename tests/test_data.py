@@ -136,15 +136,19 @@ def test_read_texts_from_txt_and_dataset(tmp_path: Path, small_dataset: Path) ->
 
 def test_bundled_dataset_is_large_unique_balanced_and_categorised() -> None:
     spec = load_spec(bundled_example())
-    (path,) = spec.train_paths()
-    examples = read_dataset(path)
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert len(examples) == len(rows) >= 400
+    (train_path,) = spec.train_paths()
+    (test_path,) = spec.test_paths()
+    train, test = read_dataset(train_path), read_dataset(test_path)
+    examples = train + test
+    assert len(train) >= 400 and len(examples) >= 3000
     assert len({normalize_text(e.text) for e in examples}) == len(examples)
-    share_on = sum(e.label for e in examples) / len(examples)
-    assert 0.4 <= share_on <= 0.6
-    assert all(e.category and e.lang and e.source for e in examples)
-    assert all(set(row) == {"text", "label", "category", "lang", "source"} for row in rows)
+    for part in (train, test, examples):
+        assert 0.45 <= sum(e.label for e in part) / len(part) <= 0.55
+    assert all(e.category and e.lang == "en" and e.source == "team" for e in examples)
+    for path in (train_path, test_path):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert all(set(row) == {"text", "label", "category", "lang", "source"} for row in rows)
+    assert {e.category for e in train} == {e.category for e in test}
 
 
 @requires_reference()
