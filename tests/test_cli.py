@@ -331,3 +331,18 @@ def test_data_commands_reject_missing_and_unknown_files(tmp_path: Path) -> None:
     result = _run("data", "check", str(tmp_path / "missing.csv"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_evaluate_on_one_class_data_gives_valid_json(tiny_guard: Path, tmp_path: Path) -> None:
+    data = write_rows(
+        tmp_path / "d.jsonl",
+        [{"text": "where is my parcel", "label": True}, {"text": "track SB123", "label": True}],
+    )
+    result = runner.invoke(
+        app, ["evaluate", str(tiny_guard), str(data), "--json", "--report", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["roc_auc"] is None and summary["leak_rate"] is None
+    assert "| roc_auc | n/a |" in (tmp_path / "r" / "report.md").read_text()
+    assert runner.invoke(app, ["evaluate", str(tiny_guard), str(data)]).exit_code == 0

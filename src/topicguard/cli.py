@@ -316,7 +316,8 @@ def _print_metrics(summary: dict[str, Any]) -> None:
         "leak_rate",
         "roc_auc",
     ):
-        table.add_row(key, f"{summary[key]:.4f}")
+        value = summary[key]
+        table.add_row(key, "n/a" if value is None else f"{value:.4f}")
     console = Console()
     console.print(table)
     if "categories" in summary:

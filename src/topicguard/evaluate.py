@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,7 +71,11 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``evaluate --json`` object: flat metrics, then per-category and per-language."""
-        result: dict[str, Any] = {k: (int(v) if k == "n" else v) for k, v in self.metrics.items()}
+        result: dict[str, Any] = {
+            # NaN (say, ROC AUC on one-class data) is not JSON: report it as null
+            k: int(v) if k == "n" else (None if math.isnan(v) else v)
+            for k, v in self.metrics.items()
+        }
         for column, key in (("category", "categories"), ("lang", "languages")):
             groups = self.breakdown(column)
             if groups:

@@ -155,7 +155,7 @@ def _markdown(evaluation: Evaluation, summary: dict[str, Any], title: str) -> st
         "leak_rate",
         "roc_auc",
     ):
-        lines.append(f"| {key} | {m[key]:.4f} |")
+        lines.append(f"| {key} | {m[key]:.4f} |" if m[key] == m[key] else f"| {key} | n/a |")
     for key, heading in (("categories", "Per category"), ("languages", "Per language")):
         if key in summary:
             lines += [

@@ -250,7 +250,7 @@ def train(
         "topicguard_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "threshold": threshold,
-        "threshold_objective": "max_accuracy",
+        "threshold_objective": "max_accuracy_within_1se_nearest_0.5",
         "labels": {"allowed": labels.allowed, "blocked": labels.blocked},
         "max_length": max_length,
         "base_model": config.base_model,
