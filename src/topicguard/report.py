@@ -110,7 +110,7 @@ def _plots(evaluation: Evaluation, out: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("score (probability on topic)")
     ax.set_ylabel("queries (log scale)")
-    ax.legend()
+    ax.legend(loc="upper center")
     ax.set_title("Scores per class")
     paths.append(_save(fig, out / "score_histogram.png"))
     return paths
