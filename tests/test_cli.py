@@ -227,6 +227,7 @@ def test_public_api_is_pinned() -> None:
     assert topicguard.__all__ == sorted(topicguard.__all__)
     assert topicguard.__all__ == [
         "DataError",
+        "LLMError",
         "MissingDependencyError",
         "ModelError",
         "SpecError",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from topicguard._exceptions import (
     DataError,
+    LLMError,
     MissingDependencyError,
     ModelError,
     SpecError,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataError",
+    "LLMError",
     "MissingDependencyError",
     "ModelError",
     "SpecError",

@@ -4,6 +4,7 @@
     ├── SpecError                a domain spec (guard.yaml) that is missing or invalid
     ├── DataError                a dataset that cannot be read or used (format, columns, labels)
     ├── ModelError               a model folder or base model that cannot be loaded or written
+    ├── LLMError                 an LLM endpoint that cannot be used (no key, unreachable, refused)
     └── MissingDependencyError   an optional extra is not installed (also an ImportError)
 
 Every message says what is wrong and how to fix it. Foreign errors are translated with
@@ -12,7 +13,14 @@ Every message says what is wrong and how to fix it. Foreign errors are translate
 
 from __future__ import annotations
 
-__all__ = ["DataError", "MissingDependencyError", "ModelError", "SpecError", "TopicGuardError"]
+__all__ = [
+    "DataError",
+    "LLMError",
+    "MissingDependencyError",
+    "ModelError",
+    "SpecError",
+    "TopicGuardError",
+]
 
 
 class TopicGuardError(Exception):
@@ -29,6 +37,10 @@ class DataError(TopicGuardError):
 
 class ModelError(TopicGuardError):
     """A model folder or base model cannot be loaded, or an output folder cannot be written."""
+
+
+class LLMError(TopicGuardError):
+    """An LLM endpoint cannot be used: no key, unreachable, or it keeps failing."""
 
 
 class MissingDependencyError(TopicGuardError, ImportError):

@@ -28,6 +28,7 @@ __all__ = [
     "parse_label",
     "read_dataset",
     "read_datasets",
+    "read_rows",
     "read_texts",
     "write_jsonl",
 ]
@@ -148,6 +149,21 @@ def read_datasets(
     for path in paths:
         examples.extend(read_dataset(path, label_column=label_column, strict=strict))
     return examples
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """All rows of a dataset as plain dicts (labels optional); every row must have a text."""
+    path = Path(path)
+    records = _read_records(path)
+    if not records:
+        raise DataError(f"{path}: the dataset is empty")
+    empty = [i for i, r in enumerate(records, start=1) if not _optional_str(r.get("text"))]
+    if empty:
+        raise DataError(f"{path}: {_count(empty)} an empty text: {_rows(empty)}")
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in records
+    ]
 
 
 def read_texts(path: str | Path) -> list[str]:

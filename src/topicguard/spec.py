@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from topicguard._exceptions import SpecError
 
-__all__ = ["GuardSpec", "LabelNames", "bundled_example", "load_spec"]
+__all__ = ["GenerationSettings", "GuardSpec", "LabelNames", "bundled_example", "load_spec"]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
@@ -38,6 +38,23 @@ class DataPaths(BaseModel):
     test: list[Path] = Field(default_factory=list, description="held-out evaluation datasets")
 
 
+class GenerationSettings(BaseModel):
+    """How ``topicguard generate`` composes batches for this spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(default=50, ge=2, description="queries per LLM call, half on topic")
+    company_mention_share: float = Field(
+        default=0.3, ge=0, le=1, description="share of queries that name the company"
+    )
+    hard_negative_share: float = Field(
+        default=0.25, ge=0, le=1, description="share of off-topic rows close to the domain"
+    )
+    jailbreak_share: float = Field(
+        default=0.15, ge=0, le=1, description="share of off-topic rows that attack the bot"
+    )
+
+
 class GuardSpec(BaseModel):
     """One guarded chatbot's domain. The policy text is what the LLM stages read."""
 
@@ -52,6 +69,7 @@ class GuardSpec(BaseModel):
     labels: LabelNames = Field(default_factory=LabelNames)
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
     data: DataPaths = Field(default_factory=DataPaths)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
     base_model: str | None = Field(default=None, description="default encoder to fine-tune")
     source_path: Path | None = Field(
         default=None, exclude=True, description="where the spec was read"

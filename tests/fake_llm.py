@@ -1,0 +1,100 @@
+"""A fake OpenAI-compatible chat server on loopback (real HTTP, stdlib only) for tests.
+
+``FakeLLM(reply)`` serves POST /v1/chat/completions; ``reply(request, call_number)`` returns
+a ``Reply``: the answer text, or an HTTP status with headers, and an optional delay.
+Every request is recorded in ``requests``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    content: str = ""
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    finish_reason: str = "stop"
+    reasoning_content: str | None = None
+
+
+class FakeLLM:
+    def __init__(self, reply: Callable[[dict[str, Any], int], Reply]) -> None:
+        self.reply = reply
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with fake._lock:
+                    fake.requests.append(body)
+                    number = len(fake.requests)
+                answer = fake.reply(body, number)
+                if answer.delay:
+                    time.sleep(answer.delay)
+                if answer.status != 200:
+                    payload = {
+                        "error": {
+                            "message": f"fake error {answer.status}",
+                            "type": "fake",
+                            "code": answer.status,
+                        }
+                    }
+                else:
+                    message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+                    if answer.reasoning_content is not None:
+                        message["reasoning_content"] = answer.reasoning_content
+                    payload = {
+                        "id": f"fake-{number}",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", "fake"),
+                        "choices": [
+                            {"index": 0, "message": message, "finish_reason": answer.finish_reason}
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    }
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    for key, value in answer.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeLLM:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def user_text(request: dict[str, Any]) -> str:
+    return str(request["messages"][-1]["content"])

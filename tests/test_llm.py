@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_llm import FakeLLM, Reply
+from pydantic import BaseModel
+
+from topicguard import LLMError
+from topicguard.llm import LLMClient, LLMSettings, extract_json, resolve_api_key, split_reasoning
+
+
+class Answer(BaseModel):
+    verdict: bool
+
+
+def _settings(url: str, tmp_path: Path, **kwargs: Any) -> LLMSettings:
+    values: dict[str, Any] = {
+        "base_url": url,
+        "model": "fake",
+        "cache_dir": tmp_path / "cache",
+        "backoff_seconds": 0.01,
+        "max_retries": 3,
+        "timeout": 5.0,
+    }
+    values.update(kwargs)
+    return LLMSettings(**values)
+
+
+def _complete(settings: LLMSettings, **kwargs: Any) -> tuple[Any, LLMClient]:
+    async def run() -> tuple[Any, LLMClient]:
+        client = LLMClient(settings)
+        try:
+            result = await client.complete([{"role": "user", "content": "hi"}], **kwargs)
+        finally:
+            await client.close()
+        return result, client
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"verdict": true}', {"verdict": True}),
+        ('Sure!\n```json\n{"verdict": false}\n```\nDone.', {"verdict": False}),
+        ('The answer is {"verdict": true} as asked.', {"verdict": True}),
+        ('{"verdict": tru', None),
+        ("no json here", None),
+    ],
+)
+def test_extract_json(text: str, expected: Any) -> None:
+    assert extract_json(text) == expected
+
+
+def test_split_reasoning() -> None:
+    assert split_reasoning("<think>hmm, shipping</think>\n\ntrue") == ("hmm, shipping", "true")
+    assert split_reasoning("plain") == (None, "plain")
+    assert split_reasoning("<think>cut off mid-thought") == ("cut off mid-thought", "")
+
+
+def test_api_key_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TOPICGUARD_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_api_key(env_file=tmp_path / ".env") is None
+    (tmp_path / ".env").write_text("# keys\nexport OPENAI_API_KEY='from-file'\n")
+    assert resolve_api_key(env_file=tmp_path / ".env") == "from-file"
+    monkeypatch.setenv("TOPICGUARD_API_KEY", "from-env")
+    assert resolve_api_key(env_file=tmp_path / ".env") == "from-env"
+    assert resolve_api_key("explicit") == "explicit"
+
+
+def test_remote_endpoint_without_key_fails_before_any_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TOPICGUARD_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LLMError, match="no API key: set TOPICGUARD_API_KEY"):
+        LLMClient(_settings("https://api.example.com/v1", tmp_path))
+
+
+def test_structured_answer_reasoning_usage_and_cache(tmp_path: Path) -> None:
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        return Reply(content='<think>about parcels</think>\n{"verdict": true}')
+
+    with FakeLLM(reply) as fake:
+        settings = _settings(
+            fake.base_url, tmp_path, price_input_per_million=1.0, price_output_per_million=2.0
+        )
+        result, client = _complete(settings, schema=Answer)
+        assert result.parsed == Answer(verdict=True)
+        assert result.reasoning == "about parcels"
+        assert result.content == '{"verdict": true}'
+        assert fake.requests[0]["response_format"]["type"] == "json_schema"
+        assert client.usage.cost == pytest.approx(10 * 1e-6 + 5 * 2e-6)
+        again, client = _complete(settings, schema=Answer)
+        assert again.cached and again.parsed == result.parsed
+        assert len(fake.requests) == 1  # the second answer came from the cache
+        assert client.usage.cached == 1
+
+
+def test_falls_back_when_the_server_refuses_json_schema(tmp_path: Path) -> None:
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        kind = request.get("response_format", {}).get("type")
+        if kind == "json_schema":
+            return Reply(status=400)
+        return Reply(content='```json\n{"verdict": false}\n```')
+
+    with FakeLLM(reply) as fake:
+        result, _ = _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert result.parsed == Answer(verdict=False)
+        assert [r.get("response_format", {}).get("type") for r in fake.requests] == [
+            "json_schema",
+            "json_object",
+        ]
+
+
+def test_retries_on_429_with_retry_after_500_and_timeouts(tmp_path: Path) -> None:
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        if number == 1:
+            return Reply(status=429, headers={"Retry-After": "0.05"})
+        if number == 2:
+            return Reply(status=500)
+        if number == 3:
+            return Reply(content='{"verdict": true}', delay=1.5)  # slower than the timeout
+        return Reply(content='{"verdict": true}')
+
+    with FakeLLM(reply) as fake:
+        result, client = _complete(_settings(fake.base_url, tmp_path, timeout=0.5), schema=Answer)
+        assert result.parsed == Answer(verdict=True)
+        assert client.usage.retries == 3
+        assert len(fake.requests) == 4
+
+
+def test_malformed_and_truncated_answers_parse_to_none(tmp_path: Path) -> None:
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        if "truncated" in request["messages"][-1]["content"]:
+            return Reply(content='{"verdict": tr', finish_reason="length")
+        return Reply(content="I think it is fine {not json")
+
+    with FakeLLM(reply) as fake:
+        result, _ = _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert result.parsed is None and result.content.startswith("I think")
+
+        async def truncated() -> Any:
+            client = LLMClient(_settings(fake.base_url, tmp_path))
+            try:
+                return await client.complete(
+                    [{"role": "user", "content": "truncated"}], schema=Answer
+                )
+            finally:
+                await client.close()
+
+        result = asyncio.run(truncated())
+        assert result.parsed is None and result.finish_reason == "length"
+
+
+def test_gives_up_after_bounded_retries(tmp_path: Path) -> None:
+    with FakeLLM(lambda request, number: Reply(status=503)) as fake:
+        with pytest.raises(LLMError, match="still failing after 3 attempts"):
+            _complete(_settings(fake.base_url, tmp_path, max_retries=2))
+        assert len(fake.requests) == 3
+    with pytest.raises(LLMError, match="still failing"):  # nothing listens there any more
+        _complete(_settings(fake.base_url, tmp_path, max_retries=1))
+
+
+def test_auth_errors_are_not_retried(tmp_path: Path) -> None:
+    with FakeLLM(lambda request, number: Reply(status=401)) as fake:
+        with pytest.raises(LLMError, match="rejected the key"):
+            _complete(_settings(fake.base_url, tmp_path))
+        assert len(fake.requests) == 1
