@@ -98,3 +98,20 @@ class FakeLLM:
 
 def user_text(request: dict[str, Any]) -> str:
     return str(request["messages"][-1]["content"])
+
+
+def fake_settings(url: str, tmp_path: Any, **kwargs: Any) -> Any:
+    """LLM settings for tests: a cache under ``tmp_path``, fast backoff, few retries."""
+    from topicguard.llm import LLMSettings
+
+    values: dict[str, Any] = {
+        "base_url": url,
+        "model": "fake",
+        "cache_dir": tmp_path / "cache",
+        "backoff_seconds": 0.01,
+        "max_retries": 2,
+        "concurrency": 4,
+        "timeout": 5.0,
+    }
+    values.update(kwargs)
+    return LLMSettings(**values)

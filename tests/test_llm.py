@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM, Reply
+from fake_llm import FakeLLM, Reply, fake_settings
 from pydantic import BaseModel
 
 from topicguard import LLMError
@@ -17,16 +17,7 @@ class Answer(BaseModel):
 
 
 def _settings(url: str, tmp_path: Path, **kwargs: Any) -> LLMSettings:
-    values: dict[str, Any] = {
-        "base_url": url,
-        "model": "fake",
-        "cache_dir": tmp_path / "cache",
-        "backoff_seconds": 0.01,
-        "max_retries": 3,
-        "timeout": 5.0,
-    }
-    values.update(kwargs)
-    return LLMSettings(**values)
+    return fake_settings(url, tmp_path, **{"max_retries": 3, **kwargs})
 
 
 def _complete(settings: LLMSettings, **kwargs: Any) -> tuple[Any, LLMClient]:

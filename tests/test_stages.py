@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM, Reply, user_text
+from fake_llm import FakeLLM, Reply, fake_settings, user_text
 from typer.testing import CliRunner
 
 from topicguard import DataError, LLMError
@@ -26,16 +26,7 @@ runner = CliRunner()
 
 
 def _settings(url: str, tmp_path: Path, **kwargs: Any) -> LLMSettings:
-    values: dict[str, Any] = {
-        "base_url": url,
-        "model": "fake",
-        "cache_dir": tmp_path / "cache",
-        "backoff_seconds": 0.01,
-        "max_retries": 2,
-        "concurrency": 4,
-    }
-    values.update(kwargs)
-    return LLMSettings(**values)
+    return fake_settings(url, tmp_path, **{"max_retries": 2, **kwargs})
 
 
 @pytest.mark.parametrize(

@@ -445,19 +445,12 @@ def _print_metrics(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from topicguard.metrics import HEADLINE_METRICS
+
     table = Table(title=f"{summary['n']} queries, threshold {summary['threshold']:.3f}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in (
-        "accuracy",
-        "f1",
-        "f1_weighted",
-        "precision",
-        "recall",
-        "false_block_rate",
-        "leak_rate",
-        "roc_auc",
-    ):
+    for key in HEADLINE_METRICS:
         value = summary[key]
         table.add_row(key, "n/a" if value is None else f"{value:.4f}")
     console = Console()

@@ -12,7 +12,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["choose_threshold", "compute_metrics"]
+__all__ = ["HEADLINE_METRICS", "choose_threshold", "compute_metrics"]
+
+# The metrics a person reads first, in the order tables show them.
+HEADLINE_METRICS = (
+    "accuracy",
+    "f1",
+    "f1_weighted",
+    "precision",
+    "recall",
+    "false_block_rate",
+    "leak_rate",
+    "roc_auc",
+)
 
 
 def compute_metrics(

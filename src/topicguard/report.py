@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topicguard._io import atomic_write_text
+from topicguard.metrics import HEADLINE_METRICS
 
 if TYPE_CHECKING:
     from topicguard.evaluate import Evaluation
@@ -145,16 +146,7 @@ def _markdown(evaluation: Evaluation, summary: dict[str, Any], title: str) -> st
         "| metric | value |",
         "| --- | --- |",
     ]
-    for key in (
-        "accuracy",
-        "f1",
-        "f1_weighted",
-        "precision",
-        "recall",
-        "false_block_rate",
-        "leak_rate",
-        "roc_auc",
-    ):
+    for key in HEADLINE_METRICS:
         lines.append(f"| {key} | {m[key]:.4f} |" if m[key] == m[key] else f"| {key} | n/a |")
     for key, heading in (("categories", "Per category"), ("languages", "Per language")):
         if key in summary:
