@@ -201,6 +201,7 @@ def classify(
         Optional[int],  # noqa: UP045
         typer.Option(min=1, help="CPU threads for inference"),
     ] = None,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
 ) -> None:
     """Judge texts: one JSON line each with text, label, score (on topic) and allowed."""
     with _clean_errors():
@@ -215,7 +216,7 @@ def classify(
             items += read_texts(input_file)
         if not items:
             raise _usage_error("nothing to classify: pass texts or --input FILE")
-        guard = TopicGuard.load(model, threads=threads)
+        guard = TopicGuard.load(model, backend=backend, threads=threads)
         rows = [v.to_dict() for v in guard.classify(items)]
         if output is not None:
             write_jsonl(output, rows)
@@ -223,6 +224,75 @@ def classify(
         else:
             for row in rows:
                 typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+ModelDir = Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")]
+
+
+@app.command()
+def export(
+    model: ModelDir,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="also write a dynamically quantised copy")
+    ] = (False),
+) -> None:
+    """Export to ONNX under MODEL/onnx/, verified against PyTorch before it counts."""
+    with _clean_errors():
+        from topicguard.export import FP32_ATOL, export_onnx
+
+        report = export_onnx(model, int8=int8)
+        typer.echo(
+            f"{report.path}: same label as PyTorch on {report.n_checked} texts, max logit "
+            f"difference {report.fp32_max_abs_diff:.1e} (tolerance {FP32_ATOL})"
+        )
+        if report.int8_path is not None:
+            typer.echo(
+                f"{report.int8_path}: label agreement {report.int8_label_agreement:.2%}, max "
+                f"logit difference {report.int8_max_abs_diff:.2f}, first "
+                f"{report.int8_float_layers} encoder layers kept in float"
+            )
+
+
+@app.command()
+def bench(
+    model: ModelDir,
+    backend: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="torch, onnx or onnx-int8 (repeatable; default: all present)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    queries: Annotated[int, typer.Option(min=10, help="single queries to time")] = 300,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="CPU threads"),
+    ] = None,
+) -> None:
+    """Latency (p50/p95/p99) and throughput of each backend and of transformers.pipeline."""
+    with _clean_errors():
+        from topicguard.bench import benchmark
+        from topicguard.runtime import BACKENDS, read_metadata
+
+        read_metadata(model)
+        for name in backend or []:
+            if name not in BACKENDS[1:]:
+                raise _usage_error(f"unknown backend {name!r}: use torch, onnx or onnx-int8")
+        result = benchmark(model, backends=backend, single_queries=queries, threads=threads)
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        typer.echo(
+            f"{result['n_single']} single queries, {result['n_batch']} in batches of "
+            f"{result['batch_size']}, {result['threads']} threads"
+        )
+        typer.echo(
+            f"{'backend':<10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+            f"{'queries/s':>10} {'speed-up':>9}"
+        )
+        for name, r in result["backends"].items():
+            typer.echo(
+                f"{name:<10} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{r['throughput_qps']:>10.0f} {r.get('speedup_vs_pipeline', 1):>8.1f}x"
+            )
 
 
 BaseUrl = Annotated[

@@ -23,6 +23,8 @@ __all__ = [
     "quiet_transformers",
     "resolve_base_model",
     "score_texts",
+    "softmax",
+    "torch_logits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,16 +108,15 @@ def load_encoder(
     return model, tokenizer
 
 
-def score_texts(
+def torch_logits(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
     *,
-    allowed_index: int,
     max_length: int,
     batch_size: int = 64,
 ) -> Any:
-    """Probability of the allowed label for each text, as a float numpy array.
+    """Logits for each text (numpy, ``[n, labels]``), in input order.
 
     Texts are batched in order of length so that each batch pads little, then put back.
     """
@@ -123,7 +124,7 @@ def score_texts(
     import torch
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    scores = np.empty(len(texts), dtype=np.float64)
+    logits = np.empty((len(texts), int(model.config.num_labels or 2)), dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
@@ -137,9 +138,30 @@ def score_texts(
                     max_length=max_length,
                     return_tensors="pt",
                 )
-                logits = model(**batch).logits.float()
-                probs = torch.softmax(logits, dim=-1)[:, allowed_index]
-                scores[chunk] = probs.cpu().numpy()
+                logits[chunk] = model(**batch).logits.float().cpu().numpy()
     finally:
         model.train(was_training)
-    return scores
+    return logits
+
+
+def softmax(logits: Any) -> Any:
+    """Row-wise softmax of a numpy array, stable for large logits."""
+    import numpy as np
+
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def score_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    *,
+    allowed_index: int,
+    max_length: int,
+    batch_size: int = 64,
+) -> Any:
+    """Probability of the allowed label for each text, as a float numpy array."""
+    logits = torch_logits(model, tokenizer, texts, max_length=max_length, batch_size=batch_size)
+    return softmax(logits.astype("float64"))[:, allowed_index]

@@ -1,5 +1,10 @@
-"""``TopicGuard``: load a trained guard and classify texts. The CLI, the server and Python
-users all go through this one object."""
+"""``TopicGuard``: load a trained guard and classify texts. The CLI, the server, the
+benchmarks and Python users all go through this one object.
+
+Backends: ``torch`` (the Hugging Face model), ``onnx`` (``onnx/model.onnx``) and
+``onnx-int8`` (``onnx/model.int8.onnx``), made by ``topicguard export``; ``auto`` takes
+the fastest one present. Every backend batches texts in order of length to pad little.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from topicguard._exceptions import DataError, ModelError
+from topicguard._exceptions import DataError, MissingDependencyError, ModelError
 
-__all__ = ["TopicGuard", "Verdict"]
+__all__ = ["BACKENDS", "OnnxBackend", "TopicGuard", "Verdict"]
 
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "topicguard.json"
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+_ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model.int8.onnx"}
 
 
 @dataclass(frozen=True)
@@ -37,11 +44,79 @@ class Verdict:
         }
 
 
+class TorchBackend:
+    """The Hugging Face model on PyTorch."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_length: int) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> Any:
+        from topicguard.models import torch_logits
+
+        return torch_logits(
+            self.model, self.tokenizer, texts, max_length=self.max_length, batch_size=batch_size
+        )
+
+
+class OnnxBackend:
+    """An exported graph on ONNX Runtime's CPU provider."""
+
+    def __init__(
+        self, path: Path, tokenizer: Any, *, max_length: int, threads: int | None = None
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError("onnxruntime", "onnx") from exc
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.name = "onnx-int8" if path.name.endswith(".int8.onnx") else "onnx"
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> Any:
+        import numpy as np
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        logits = None
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in chunk],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
+            feed = {name: batch[name].astype(np.int64) for name in self.inputs}
+            out = self.session.run(None, feed)[0]
+            if logits is None:
+                logits = np.empty((len(texts), out.shape[1]), dtype=np.float32)
+            logits[chunk] = out
+        return logits if logits is not None else np.empty((0, 2), dtype=np.float32)
+
+
 class TopicGuard:
     """A trained guard. ``TopicGuard.load(DIR).classify(["Where is my parcel?"])``."""
 
-    def __init__(self, model: Any, tokenizer: Any, metadata: dict[str, Any], path: Path) -> None:
-        self.model = model
+    def __init__(
+        self,
+        backend: Any,
+        tokenizer: Any,
+        metadata: dict[str, Any],
+        path: Path,
+        label2id: dict[str, int],
+    ) -> None:
+        self.backend = backend
         self.tokenizer = tokenizer
         self.metadata = metadata
         self.path = path
@@ -50,7 +125,6 @@ class TopicGuard:
         labels = metadata.get("labels", {"allowed": "True", "blocked": "False"})
         self.allowed_label: str = labels["allowed"]
         self.blocked_label: str = labels["blocked"]
-        label2id = getattr(model.config, "label2id", None) or {}
         if self.allowed_label not in label2id:
             raise ModelError(
                 f"{path}: the model config has no label {self.allowed_label!r} "
@@ -59,38 +133,83 @@ class TopicGuard:
         self.allowed_index = int(label2id[self.allowed_label])
 
     @classmethod
-    def load(cls, path: str | Path, *, threads: int | None = None) -> TopicGuard:
-        """Load a model folder written by ``topicguard train``. Never touches the network."""
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        warm_up: bool = True,
+    ) -> TopicGuard:
+        """Load a model folder written by ``topicguard train``. Never touches the network.
+
+        ``backend="auto"`` takes int8 ONNX, else fp32 ONNX, else PyTorch.
+        """
         path = Path(path)
         metadata = read_metadata(path)
-        if threads is not None:
-            import torch
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if backend == "auto":
+            present = [b for b in ("onnx-int8", "onnx") if (path / _ONNX_FILES[b]).is_file()]
+            backend = present[0] if present else "torch"
+        max_length = int(metadata.get("max_length", 128))
+        if backend == "torch":
+            if threads is not None:
+                import torch
 
-            torch.set_num_threads(threads)
-        from topicguard.models import load_encoder
+                torch.set_num_threads(threads)
+            from topicguard.models import load_encoder
 
-        model, tokenizer = load_encoder(str(path))
-        model.eval()
-        return cls(model, tokenizer, metadata, path)
+            model, tokenizer = load_encoder(str(path))
+            model.eval()
+            runner: Any = TorchBackend(model, tokenizer, max_length=max_length)
+            config_labels = model.config.label2id or {}
+            label2id: dict[str, int] = {str(k): int(v) for k, v in config_labels.items()}
+        else:
+            onnx_path = path / _ONNX_FILES[backend]
+            if not onnx_path.is_file():
+                flag = " --int8" if backend == "onnx-int8" else ""
+                raise ModelError(
+                    f"{path} has no {_ONNX_FILES[backend]}: run "
+                    f"`topicguard export {path}{flag}` first"
+                )
+            tokenizer = _load_tokenizer(path)
+            runner = OnnxBackend(onnx_path, tokenizer, max_length=max_length, threads=threads)
+            label2id = _label2id(path)
+        guard = cls(runner, tokenizer, metadata, path, label2id)
+        if warm_up:
+            guard.scores(["warm-up"])
+        return guard
 
-    def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
-        """Probability on topic for each text (numpy array), in input order."""
-        from topicguard.models import score_texts
+    @property
+    def backend_name(self) -> str:
+        return str(self.backend.name)
 
+    @property
+    def model(self) -> Any:
+        """The PyTorch model (``torch`` backend only)."""
+        if not isinstance(self.backend, TorchBackend):
+            raise ModelError("the PyTorch model is loaded only with backend='torch'")
+        return self.backend.model
+
+    def logits(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
+        """Raw logits for each text (numpy ``[n, 2]``), in input order."""
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"text {i + 1} is empty: give the guard something to judge")
-        if not texts:
-            return __import__("numpy").empty(0)
-        return score_texts(
-            self.model,
-            self.tokenizer,
-            texts,
-            allowed_index=self.allowed_index,
-            max_length=self.max_length,
-            batch_size=batch_size,
-        )
+        return self.backend.logits(texts, batch_size=batch_size)
+
+    def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
+        """Probability on topic for each text (numpy array), in input order."""
+        import numpy as np
+
+        from topicguard.models import softmax
+
+        logits = self.logits(texts, batch_size=batch_size)
+        if len(logits) == 0:
+            return np.empty(0)
+        return softmax(logits.astype(np.float64))[:, self.allowed_index]
 
     def classify(self, texts: Sequence[str] | str, *, batch_size: int = 64) -> list[Verdict]:
         """Verdicts at the stored threshold. A single string is treated as a list of one."""
@@ -108,7 +227,10 @@ class TopicGuard:
         ]
 
     def __repr__(self) -> str:
-        return f"TopicGuard(path={str(self.path)!r}, threshold={self.threshold:.3f})"
+        return (
+            f"TopicGuard(path={str(self.path)!r}, backend={self.backend_name!r}, "
+            f"threshold={self.threshold:.3f})"
+        )
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -130,3 +252,23 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if not isinstance(metadata, dict) or "threshold" not in metadata:
         raise ModelError(f"{meta_path} has no threshold; retrain the model")
     return metadata
+
+
+def _load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    from topicguard.models import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {path}: {exc}") from exc
+
+
+def _label2id(path: Path) -> dict[str, int]:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in config["label2id"].items()}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}/config.json has no usable label2id: retrain the model") from exc

@@ -1,0 +1,125 @@
+"""Latency and throughput of a guard, every backend in one run, against the reference's
+inference path (``transformers.pipeline``) measured in the same process.
+
+Single-query latency is timed one real query at a time (p50/p95/p99); throughput classifies
+the same queries in batches. Speed-ups are ratios to the pipeline's p50 from this run, so
+they hold even on a noisy machine where absolute times drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from topicguard.runtime import TopicGuard
+
+__all__ = ["benchmark", "benchmark_texts"]
+
+logger = logging.getLogger(__name__)
+
+
+def benchmark_texts(limit: int = 500) -> list[str]:
+    """Real queries to time: the bundled example's held-out test texts."""
+    from topicguard.data import read_dataset
+    from topicguard.spec import bundled_example, load_spec
+
+    spec = load_spec(bundled_example())
+    return [e.text for p in spec.test_paths() for e in read_dataset(p)][:limit]
+
+
+def benchmark(
+    model_dir: str | Path,
+    *,
+    backends: Sequence[str] | None = None,
+    texts: Sequence[str] | None = None,
+    single_queries: int = 300,
+    batch_size: int = 64,
+    threads: int | None = None,
+    include_pipeline: bool = True,
+) -> dict[str, Any]:
+    """``{"backends": {name: {p50_ms, p95_ms, p99_ms, throughput_qps, speedup_vs_pipeline}}}``
+    for each requested (default: every available) backend, plus ``pipeline``."""
+    model_dir = Path(model_dir)
+    texts = list(texts) if texts else benchmark_texts()
+    singles = (texts * (single_queries // max(len(texts), 1) + 1))[:single_queries]
+    if backends is None:
+        backends = ["torch"] + [
+            b
+            for b, f in (("onnx", "model.onnx"), ("onnx-int8", "model.int8.onnx"))
+            if (model_dir / "onnx" / f).is_file()
+        ]
+    results: dict[str, dict[str, float]] = {}
+    if include_pipeline:
+        results["pipeline"] = _pipeline(model_dir, singles, texts, batch_size, threads)
+    for name in backends:
+        guard = TopicGuard.load(model_dir, backend=name, threads=threads)
+        results[name] = _measure(
+            lambda batch, g=guard: g.scores(batch, batch_size=batch_size),
+            singles,
+            texts,
+            batch_size,
+        )
+    if "pipeline" in results:
+        base = results["pipeline"]["p50_ms"]
+        for values in results.values():
+            values["speedup_vs_pipeline"] = round(base / values["p50_ms"], 2)
+    return {
+        "model": str(model_dir),
+        "n_single": len(singles),
+        "n_batch": len(texts),
+        "batch_size": batch_size,
+        "threads": _threads(threads),
+        "backends": results,
+    }
+
+
+def _measure(run: Any, singles: list[str], texts: list[str], batch_size: int) -> dict[str, float]:
+    import numpy as np
+
+    for text in singles[:20]:  # warm caches and allocators
+        run([text])
+    times = []
+    for text in singles:
+        start = time.perf_counter()
+        run([text])
+        times.append(time.perf_counter() - start)
+    run(texts[:batch_size])
+    start = time.perf_counter()
+    run(texts)
+    elapsed = time.perf_counter() - start
+    ms = np.array(times) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "throughput_qps": round(len(texts) / elapsed, 1),
+    }
+
+
+def _pipeline(
+    model_dir: Path, singles: list[str], texts: list[str], batch_size: int, threads: int | None
+) -> dict[str, float]:
+    from transformers import pipeline
+
+    from topicguard.models import quiet_transformers
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    with quiet_transformers():
+        classifier = pipeline("text-classification", model=str(model_dir), device=-1)
+    return _measure(
+        lambda batch: classifier(batch, batch_size=batch_size), singles, texts, batch_size
+    )
+
+
+def _threads(threads: int | None) -> int:
+    if threads is not None:
+        return threads
+    import torch
+
+    return int(torch.get_num_threads())

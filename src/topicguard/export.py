@@ -1,0 +1,227 @@
+"""ONNX export: ``MODEL/onnx/model.onnx`` (fp32) and ``model.int8.onnx`` (dynamic int8),
+each checked on the spot against PyTorch before the command succeeds.
+
+fp32 must give the same label on every check text and logits within ``FP32_ATOL``; int8
+must agree on at least ``INT8_MIN_AGREEMENT`` of the labels. Check texts: the reference
+project's queries when ``../shared`` has them, else the bundled example's test queries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from topicguard._exceptions import MissingDependencyError, ModelError
+from topicguard._io import atomic_write_text
+
+__all__ = ["ExportReport", "check_texts", "export_onnx"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+FP32_ATOL = 1e-3
+INT8_MIN_AGREEMENT = 0.995
+OPSET = 17
+
+
+@dataclass
+class ExportReport:
+    """What was written and how closely it matches PyTorch."""
+
+    path: Path
+    int8_path: Path | None
+    n_checked: int
+    fp32_max_abs_diff: float
+    fp32_label_agreement: float
+    int8_label_agreement: float | None
+    int8_max_abs_diff: float | None
+    int8_float_layers: int | None = None
+
+
+def export_onnx(
+    model_dir: str | Path,
+    *,
+    int8: bool = False,
+    texts: Sequence[str] | None = None,
+    int8_min_agreement: float = INT8_MIN_AGREEMENT,
+) -> ExportReport:
+    """Export a guard's model to ONNX (and int8 with ``int8``) and verify it on ``texts``
+    (default: :func:`check_texts`). Raises :class:`ModelError` when a check fails; nothing
+    unverified is left under ``MODEL/onnx/``."""
+    from topicguard.runtime import TopicGuard
+
+    model_dir = Path(model_dir)
+    guard = TopicGuard.load(model_dir, backend="torch")
+    try:
+        import onnxruntime  # noqa: F401
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "onnx") from exc
+
+    out = model_dir / ONNX_DIR
+    out.mkdir(exist_ok=True)
+    model = guard.model
+    model.set_attn_implementation("eager")  # a plain graph that ONNX Runtime runs fast
+    input_names = _input_names(guard.tokenizer)
+    wrapper = _logits_module(model, input_names).eval()
+    sample = guard.tokenizer(
+        ["where is my parcel", "write me a poem about the sea, please"],
+        padding=True,
+        return_tensors="pt",
+    )
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    dynamic["logits"] = {0: "batch"}
+    tmp = out / f".{FP32_FILE}.tmp"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python code
+            torch.onnx.export(
+                wrapper,
+                tuple(sample[name] for name in input_names),
+                str(tmp),
+                input_names=input_names,
+                output_names=["logits"],
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as exc:  # the exporter raises many types for unsupported graphs
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"ONNX export of {model_dir} failed: {exc}") from exc
+
+    texts = list(texts) if texts else check_texts()
+    reference = guard.logits(texts)
+    fp32 = _onnx_logits(tmp, guard, texts)
+    fp32_diff = float(abs(fp32 - reference).max())
+    fp32_agree = float((fp32.argmax(1) == reference.argmax(1)).mean())
+    if fp32_agree < 1.0 or fp32_diff > FP32_ATOL:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(
+            f"ONNX fp32 does not match PyTorch on {len(texts)} texts: label agreement "
+            f"{fp32_agree:.4f}, max logit difference {fp32_diff:.2e} (tolerance {FP32_ATOL})"
+        )
+    tmp.replace(out / FP32_FILE)
+    report = ExportReport(
+        path=out / FP32_FILE,
+        int8_path=None,
+        n_checked=len(texts),
+        fp32_max_abs_diff=fp32_diff,
+        fp32_label_agreement=fp32_agree,
+        int8_label_agreement=None,
+        int8_max_abs_diff=None,
+    )
+    if int8:
+        quantised, kept_float = _quantise(
+            out / FP32_FILE, out / INT8_FILE, guard, texts, reference, int8_min_agreement
+        )
+        report.int8_path = out / INT8_FILE
+        report.int8_label_agreement = float((quantised.argmax(1) == reference.argmax(1)).mean())
+        report.int8_max_abs_diff = float(abs(quantised - reference).max())
+        report.int8_float_layers = kept_float
+    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(report).items()}
+    atomic_write_text(out / "export.json", json.dumps(values, indent=2) + "\n")
+    return report
+
+
+def _quantise(
+    source: Path,
+    target: Path,
+    guard: Any,
+    texts: Sequence[str],
+    reference: Any,
+    min_agreement: float,
+) -> tuple[Any, int]:
+    """Dynamic int8 (per-channel MatMul weights). When labels drift too far, the first
+    encoder layers, where quantisation error grows most through the rest of the network,
+    stay in float: one more at a time, up to three. Returns the logits and that count."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    matmuls = [n.name for n in onnx.load(str(source)).graph.node if n.op_type == "MatMul"]
+    tmp = target.with_name(f".{target.name}.tmp")
+    agreement = 0.0
+    for kept_float in range(4):
+        exclude = [
+            n
+            for n in matmuls
+            if _layer_index(n) is not None and (_layer_index(n) or 0) < kept_float
+        ]
+        root = logging.getLogger()
+        level = root.level
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root.setLevel(logging.ERROR)  # onnxruntime logs a pre-processing hint to root
+            try:
+                quantize_dynamic(
+                    str(source),
+                    str(tmp),
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul"],
+                    per_channel=True,
+                    nodes_to_exclude=exclude,
+                )
+            finally:
+                root.setLevel(level)
+        quantised = _onnx_logits(tmp, guard, texts)
+        agreement = float((quantised.argmax(1) == reference.argmax(1)).mean())
+        logger.info("int8 with %d float layers: label agreement %.4f", kept_float, agreement)
+        if agreement >= min_agreement:
+            tmp.replace(target)
+            return quantised, kept_float
+    tmp.unlink(missing_ok=True)
+    raise ModelError(
+        f"int8 ONNX agrees with PyTorch on only {agreement:.2%} of {len(texts)} labels "
+        f"(needs {min_agreement:.1%}) even with 3 layers in float; use the fp32 export"
+    )
+
+
+def _layer_index(node_name: str) -> int | None:
+    match = re.search(r"layers?\.(\d+)[./]", node_name)
+    return int(match.group(1)) if match else None
+
+
+def check_texts(limit: int = 2500) -> list[str]:
+    """Texts to verify an export on: the reference queries if present, else the bundled test."""
+    from topicguard.data import read_dataset
+    from topicguard.spec import bundled_example, load_spec
+
+    reference = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference"
+    path = reference / "rev_guardrail_r1.xlsx"
+    if path.is_file():
+        return [e.text for e in read_dataset(path)][:limit]
+    spec = load_spec(bundled_example())
+    return [e.text for p in spec.test_paths() for e in read_dataset(p)][:limit]
+
+
+def _logits_module(model: Any, input_names: list[str]) -> Any:
+    """The classifier as a module that takes plain tensors and returns only the logits."""
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> Any:
+            return self.model(**dict(zip(input_names, tensors, strict=True))).logits
+
+    return LogitsOnly()
+
+
+def _input_names(tokenizer: Any) -> list[str]:
+    names = list(tokenizer.model_input_names)
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
+
+
+def _onnx_logits(path: Path, guard: Any, texts: Sequence[str]) -> Any:
+    from topicguard.runtime import OnnxBackend
+
+    return OnnxBackend(path, guard.tokenizer, max_length=guard.max_length).logits(list(texts))
