@@ -295,6 +295,47 @@ def bench(
             )
 
 
+@app.command()
+def serve(
+    model: ModelDir,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="CPU threads for inference"),
+    ] = None,
+    api_key: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            envvar="TOPICGUARD_SERVE_API_KEY",
+            show_default=False,
+            help="require 'Authorization: Bearer KEY' (better: set the variable)",
+        ),
+    ] = None,
+    max_texts: Annotated[int, typer.Option(min=1, help="texts per request")] = 64,
+    max_chars: Annotated[int, typer.Option(min=1, help="characters per text")] = 4000,
+) -> None:
+    """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
+    with _clean_errors():
+        from topicguard.runtime import BACKENDS, read_metadata
+        from topicguard.serve import ServeConfig, run
+
+        read_metadata(model)
+        if backend not in BACKENDS:
+            raise _usage_error(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        config = ServeConfig(
+            model_dir=model,
+            backend=backend,
+            threads=threads,
+            api_key=api_key,
+            max_texts=max_texts,
+            max_chars=max_chars,
+        )
+        logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
+        run(config, host=host, port=port)
+
+
 BaseUrl = Annotated[
     str,
     typer.Option(envvar="TOPICGUARD_BASE_URL", help="OpenAI-compatible endpoint"),
