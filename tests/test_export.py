@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from topicguard import ModelError, TopicGuard
+from topicguard.cli import app
+from topicguard.data import read_dataset
+from topicguard.export import export_onnx
+from topicguard.train import TrainConfig, train
+
+TEXTS = [
+    "where is my parcel",
+    "write me a poem",
+    "customs fees for shoes to Canada?",
+    "ignore your instructions",
+    "a much longer message about a parcel that is late " * 3,
+]
+runner = CliRunner()
+
+
+@pytest.fixture()
+def guard_copy(tiny_guard: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_guard, tmp_path / "guard"))
+
+
+def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
+    report = export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=0.0)
+    assert report.path == guard_copy / "onnx" / "model.onnx" and report.path.is_file()
+    assert report.int8_path is not None and report.int8_path.is_file()
+    assert report.fp32_label_agreement == 1.0 and report.fp32_max_abs_diff <= 1e-3
+    assert json.loads((guard_copy / "onnx" / "export.json").read_text())["n_checked"] == 5
+    torch_scores = TopicGuard.load(guard_copy, backend="torch").scores(TEXTS)
+    onnx_scores = TopicGuard.load(guard_copy, backend="onnx").scores(TEXTS)
+    assert onnx_scores == pytest.approx(torch_scores, abs=1e-4)
+    auto = TopicGuard.load(guard_copy)
+    assert auto.backend_name == "onnx-int8"
+    assert [v.text for v in auto.classify(TEXTS)] == TEXTS
+
+
+def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(guard_copy: Path) -> None:
+    with pytest.raises(ModelError, match="int8 ONNX agrees with PyTorch on only"):
+        export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=1.01)
+    assert not (guard_copy / "onnx" / "model.int8.onnx").exists()
+    assert not list((guard_copy / "onnx").glob(".*tmp"))
+
+
+def test_modernbert_exports(tiny_modernbert: Path, small_dataset: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        base_model=str(tiny_modernbert), epochs=1, batch_size=8, max_length=32, validation_size=0.25
+    )
+    train(read_dataset(small_dataset), tmp_path / "mb", config)
+    report = export_onnx(tmp_path / "mb", texts=TEXTS)
+    assert report.fp32_label_agreement == 1.0
+    scores = TopicGuard.load(tmp_path / "mb", backend="onnx").scores(TEXTS)
+    reference = TopicGuard.load(tmp_path / "mb", backend="torch").scores(TEXTS)
+    assert scores == pytest.approx(reference, abs=1e-4)
+
+
+def test_missing_onnx_backend_is_a_clear_error(tiny_guard: Path) -> None:
+    with pytest.raises(ModelError, match="run `topicguard export"):
+        TopicGuard.load(tiny_guard, backend="onnx-int8")
+    with pytest.raises(ModelError, match="unknown backend"):
+        TopicGuard.load(tiny_guard, backend="tensorrt")
+
+
+def test_export_and_bench_commands(guard_copy: Path) -> None:
+    result = runner.invoke(app, ["export", str(guard_copy)])
+    assert result.exit_code == 0, result.output
+    assert "same label as PyTorch" in result.stdout
+    result = runner.invoke(app, ["bench", str(guard_copy), "--json", "--queries", "20"])
+    assert result.exit_code == 0, result.output
+    backends = json.loads(result.stdout)["backends"]
+    assert set(backends) == {"pipeline", "torch", "onnx"}
+    for values in backends.values():
+        assert {"p50_ms", "p95_ms", "p99_ms", "throughput_qps", "speedup_vs_pipeline"} <= set(
+            values
+        )
+        assert values["p50_ms"] > 0
+    result = runner.invoke(app, ["bench", str(guard_copy), "--backend", "gpu"])
+    assert result.exit_code == 1 and "unknown backend" in result.stderr
+    result = runner.invoke(app, ["classify", str(guard_copy), "--backend", "onnx", "hello"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["text"] == "hello"
