@@ -21,6 +21,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/topicguard train --out $(DEMO_MODEL) --overwrite
+	$(BIN)/topicguard export $(DEMO_MODEL) --int8
 	$(BIN)/topicguard evaluate $(DEMO_MODEL) $(EXAMPLE)/test.jsonl --report $(DEMO_MODEL)-report
 	@if [ -f $(REFERENCE) ]; then \
 	  echo "Cross-dataset check: the reference project's reviewed queries (none used in training)"; \
