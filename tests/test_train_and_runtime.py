@@ -142,3 +142,18 @@ def test_validation_set_can_be_given(
         validation=examples[:2] + examples[-2:],
     )
     assert (result.n_train, result.n_validation) == (12, 4)
+
+
+def test_long_texts_are_judged_window_by_window(tiny_guard: Path) -> None:
+    guard = TopicGuard.load(tiny_guard)  # max_length 32 tokens: windows of 30
+    long_text = " ".join(f"word{i}" for i in range(200))
+    pieces, owners = guard._windows(["short text", long_text])
+    assert pieces[0] == "short text" and owners.count(0) == 1
+    windows = [p for p, o in zip(pieces, owners, strict=True) if o == 1]
+    assert len(windows) > 3
+    assert windows[0].startswith("word0") and windows[-1].endswith("word199")
+    for first, second in zip(windows, windows[1:], strict=False):
+        assert first[len(first) // 2 :].split()[-1] in second  # half-overlapping
+    # the text's score is that of its least on-topic window
+    window_scores = guard.scores(windows)
+    assert guard.scores([long_text])[0] == pytest.approx(window_scores.min(), abs=1e-6)

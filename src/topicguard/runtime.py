@@ -193,12 +193,61 @@ class TopicGuard:
         return self.backend.model
 
     def logits(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
-        """Raw logits for each text (numpy ``[n, 2]``), in input order."""
+        """Raw logits for each text (numpy ``[n, 2]``), in input order.
+
+        A text longer than the model's window is not judged on its first tokens alone: it
+        is cut into half-overlapping windows and judged by its least on-topic window, so
+        an instruction buried after 3,000 characters of filler still blocks the message.
+        """
+        import numpy as np
+
+        from topicguard.models import softmax
+
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"text {i + 1} is empty: give the guard something to judge")
-        return self.backend.logits(texts, batch_size=batch_size)
+        pieces, owners = self._windows(texts)
+        logits = self.backend.logits(pieces, batch_size=batch_size)
+        if len(pieces) == len(texts):
+            return logits
+        allowed = softmax(logits.astype(np.float64))[:, self.allowed_index]
+        result = np.empty((len(texts), logits.shape[1]), dtype=logits.dtype)
+        best = np.full(len(texts), np.inf)
+        for piece, owner in enumerate(owners):
+            if allowed[piece] < best[owner]:
+                best[owner] = allowed[piece]
+                result[owner] = logits[piece]
+        return result
+
+    def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
+        """Texts cut at token boundaries into windows of ``max_length`` tokens, each window
+        overlapping the next by half, and the index of the text each window came from."""
+        window = max(self.max_length - 2, 8)  # room for [CLS] and [SEP]
+        long_ones = [i for i, t in enumerate(texts) if len(t) > window]  # cheap pre-filter
+        if not long_ones:
+            return texts, list(range(len(texts)))
+        from topicguard.models import quiet_transformers
+
+        with quiet_transformers():  # no "longer than the maximum length" notice: we cut it
+            encoded = self.tokenizer(
+                [texts[i] for i in long_ones], add_special_tokens=False, return_offsets_mapping=True
+            )
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for i, offsets in zip(long_ones, encoded["offset_mapping"], strict=True):
+            if len(offsets) <= window:
+                continue
+            starts = range(0, len(offsets) - window // 2, window // 2)
+            spans[i] = [
+                (offsets[s][0], offsets[min(s + window, len(offsets)) - 1][1]) for s in starts
+            ]
+        pieces: list[str] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            for start, end in spans.get(i, [(0, len(text))]):
+                pieces.append(text[start:end])
+                owners.append(i)
+        return pieces, owners
 
     def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
         """Probability on topic for each text (numpy array), in input order."""
