@@ -163,3 +163,14 @@ def test_auth_errors_are_not_retried(tmp_path: Path) -> None:
         with pytest.raises(LLMError, match="rejected the key"):
             _complete(_settings(fake.base_url, tmp_path))
         assert len(fake.requests) == 1
+
+
+def test_spec_names_the_key_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TOPICGUARD_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = _settings("https://api.example.com/v1", tmp_path, api_key_env="MY_DEEPSEEK_KEY")
+    with pytest.raises(LLMError, match="set MY_DEEPSEEK_KEY or TOPICGUARD_API_KEY"):
+        LLMClient(settings)
+    monkeypatch.setenv("MY_DEEPSEEK_KEY", "k")
+    LLMClient(settings)  # found

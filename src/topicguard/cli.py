@@ -337,8 +337,11 @@ def serve(
 
 
 BaseUrl = Annotated[
-    str,
-    typer.Option(envvar="TOPICGUARD_BASE_URL", help="OpenAI-compatible endpoint"),
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        envvar="TOPICGUARD_BASE_URL",
+        help="OpenAI-compatible endpoint (default: the spec's llm.base_url)",
+    ),
 ]
 Concurrency = Annotated[int, typer.Option(min=1, help="requests in flight at once")]
 CacheDir = Annotated[
@@ -366,10 +369,11 @@ def generate(
     spec: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="guard.yaml")],
     n: Annotated[int, typer.Option("--n", min=1, help="unique queries to write")],
     out: Annotated[Path, typer.Option(dir_okay=False, help="JSONL file to write")],
-    base_url: BaseUrl = "https://api.deepseek.com",
-    model: Annotated[str, typer.Option(envvar="TOPICGUARD_MODEL", help="generator model")] = (
-        "deepseek-chat"
-    ),
+    base_url: BaseUrl = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(envvar="TOPICGUARD_MODEL", help="generator model (default: the spec's)"),
+    ] = None,
     batch_size: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(min=2, help="queries per call (default: the spec's, 50)"),
@@ -392,9 +396,11 @@ def generate(
 
         guard_spec = load_spec(spec)
         _check_out(out, resume, overwrite)
+        endpoint = guard_spec.llm
         settings = LLMSettings(
-            base_url=base_url,
-            model=model,
+            base_url=base_url or endpoint.base_url,
+            model=model or endpoint.generator_model,
+            api_key_env=endpoint.api_key_env,
             concurrency=concurrency,
             timeout=timeout,
             max_retries=max_retries,
@@ -420,10 +426,11 @@ def review(
     data: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="queries to judge")],
     spec: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="guard.yaml")],
     out: Annotated[Path, typer.Option(dir_okay=False, help="JSONL file to write")],
-    base_url: BaseUrl = "https://api.deepseek.com",
-    model: Annotated[str, typer.Option(envvar="TOPICGUARD_JUDGE_MODEL", help="judge model")] = (
-        "deepseek-reasoner"
-    ),
+    base_url: BaseUrl = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(envvar="TOPICGUARD_JUDGE_MODEL", help="judge model (default: the spec's)"),
+    ] = None,
     judges: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="several judge models, comma-separated: majority vote"),
@@ -448,11 +455,14 @@ def review(
         guard_spec = load_spec(spec)
         _check_out(out, resume, overwrite)
         rows = read_rows(data)
-        models = [m.strip() for m in (judges or model).split(",") if m.strip()]
+        endpoint = guard_spec.llm
+        chosen = judges or model or endpoint.judge_model
+        models = [m.strip() for m in chosen.split(",") if m.strip()]
         settings = [
             LLMSettings(
-                base_url=base_url,
+                base_url=base_url or endpoint.base_url,
                 model=m,
+                api_key_env=endpoint.api_key_env,
                 concurrency=concurrency,
                 timeout=timeout,
                 max_retries=max_retries,

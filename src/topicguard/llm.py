@@ -56,6 +56,7 @@ class LLMSettings:
     base_url: str
     model: str
     api_key: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
     concurrency: int = 8
     max_retries: int = 6
     timeout: float = 120.0
@@ -102,17 +103,21 @@ class Completion:
     cached: bool = False
 
 
-def resolve_api_key(explicit: str | None = None, *, env_file: Path = Path(".env")) -> str | None:
-    """The API key: explicit, else the environment, else a ``.env`` file in the folder."""
+def resolve_api_key(
+    explicit: str | None = None, *, env_file: Path = Path(".env"), variable: str | None = None
+) -> str | None:
+    """The API key: explicit, else the environment (``variable`` first when given), else a
+    ``.env`` file in the current folder."""
     if explicit:
         return explicit
-    for name in KEY_VARIABLES:
+    names = ((variable,) if variable else ()) + KEY_VARIABLES
+    for name in names:
         if os.environ.get(name):
             return os.environ[name]
     if env_file.is_file():
         for line in env_file.read_text(encoding="utf-8", errors="replace").splitlines():
             name, _, value = line.strip().removeprefix("export ").partition("=")
-            if name.strip() in KEY_VARIABLES and value.strip():
+            if name.strip() in names and value.strip():
                 return value.strip().strip("'\"")
     return None
 
@@ -153,12 +158,12 @@ class LLMClient:
         self.settings = settings
         host = urlparse(settings.base_url).hostname or ""
         local = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
-        key = resolve_api_key(settings.api_key)
+        key = resolve_api_key(settings.api_key, variable=settings.api_key_env)
         if key is None and not local:
-            raise LLMError(
-                "no API key: set TOPICGUARD_API_KEY or OPENAI_API_KEY (or put one in .env) "
-                f"for {settings.base_url}"
+            names = " or ".join(
+                ((settings.api_key_env,) if settings.api_key_env else ()) + KEY_VARIABLES
             )
+            raise LLMError(f"no API key: set {names} (or put one in .env) for {settings.base_url}")
         try:
             from openai import AsyncOpenAI
         except ImportError as exc:  # pragma: no cover - a core dependency

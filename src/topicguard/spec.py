@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from topicguard._exceptions import SpecError
 
-__all__ = ["GenerationSettings", "GuardSpec", "LabelNames", "bundled_example", "load_spec"]
+__all__ = [
+    "GenerationSettings",
+    "GuardSpec",
+    "LLMEndpoint",
+    "LabelNames",
+    "bundled_example",
+    "load_spec",
+]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
@@ -55,6 +62,22 @@ class GenerationSettings(BaseModel):
     )
 
 
+class LLMEndpoint(BaseModel):
+    """Defaults for ``generate`` and ``review``; command-line options override them. The key
+    itself never goes in a spec: ``api_key_env`` names the environment variable holding it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(default="https://api.deepseek.com", description="endpoint")
+    generator_model: str = Field(default="deepseek-chat", description="model for generate")
+    judge_model: str = Field(default="deepseek-reasoner", description="model for review")
+    api_key_env: str | None = Field(
+        default=None,
+        description="environment variable with the key (default: "
+        "TOPICGUARD_API_KEY, then OPENAI_API_KEY)",
+    )
+
+
 class GuardSpec(BaseModel):
     """One guarded chatbot's domain. The policy text is what the LLM stages read."""
 
@@ -70,6 +93,7 @@ class GuardSpec(BaseModel):
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
     data: DataPaths = Field(default_factory=DataPaths)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    llm: LLMEndpoint = Field(default_factory=LLMEndpoint)
     base_model: str | None = Field(default=None, description="default encoder to fine-tune")
     source_path: Path | None = Field(
         default=None, exclude=True, description="where the spec was read"
