@@ -85,3 +85,15 @@ def test_export_and_bench_commands(guard_copy: Path) -> None:
     assert result.exit_code == 1 and "unknown backend" in result.stderr
     result = runner.invoke(app, ["classify", str(guard_copy), "--backend", "onnx", "hello"])
     assert result.exit_code == 0 and json.loads(result.stdout)["text"] == "hello"
+
+
+def test_evaluate_with_each_backend(guard_copy: Path, small_dataset: Path) -> None:
+    export_onnx(guard_copy, texts=TEXTS)
+    summaries = []
+    for backend in ("torch", "onnx"):
+        result = runner.invoke(
+            app, ["evaluate", str(guard_copy), str(small_dataset), "--json", "--backend", backend]
+        )
+        assert result.exit_code == 0, result.output
+        summaries.append(json.loads(result.stdout))
+    assert summaries[0]["accuracy"] == summaries[1]["accuracy"]

@@ -154,6 +154,7 @@ def evaluate(
         typer.Option(file_okay=False, help="write metrics.json, errors.csv, report.md, plots"),
     ] = None,
     label_column: LabelColumn = None,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
 ) -> None:
     """Measure a guard on labelled data: F1, false-block rate, leak rate, per category."""
     with _clean_errors():
@@ -161,7 +162,7 @@ def evaluate(
         from topicguard.evaluate import evaluate as run_evaluation
         from topicguard.runtime import TopicGuard
 
-        guard = TopicGuard.load(model)
+        guard = TopicGuard.load(model, backend=backend)
         examples = read_datasets(data, label_column=label_column)
         evaluation = run_evaluation(guard, examples)
         summary = evaluation.to_dict()
