@@ -15,6 +15,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +42,11 @@ async def _drive(
         errors[kind] = errors.get(kind, 0) + 1
 
     async def client(number: int) -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            count(type(exc).__name__)
+            return
         i = number
         try:
             while time.perf_counter() < deadline:
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from topicguard.bench import benchmark_texts
 
     port = _free_port()
+    log = tempfile.TemporaryFile(mode="w+")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -115,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             str(port),
             "--backend",
             args.backend,
+            *(["--threads", str(args.threads)] if args.threads else []),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,  # a file, not a pipe: a chatty server must never block on a full pipe
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -126,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 
         for _ in range(600):
             if server.poll() is not None:
-                reason = server.stderr.read().strip() if server.stderr else ""
-                print(f"error: the server exited: {reason}", file=sys.stderr)
+                log.seek(0)
+                reason = log.read().strip().splitlines()[-1:] or [""]
+                print(f"error: the server exited: {reason[0]}", file=sys.stderr)
                 return 1
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:

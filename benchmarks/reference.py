@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = args.out or Path(tmp) / "guard"
-            result = train(train_rows, out, config, overwrite=True, data_files=[str(args.data)])
+            result = train(train_rows, out, config, data_files=[str(args.data)])
             metrics = evaluate(TopicGuard.load(out), test_rows).metrics
     except TopicGuardError as exc:
         print(f"error: {exc}", file=sys.stderr)

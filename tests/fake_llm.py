@@ -24,6 +24,7 @@ class Reply:
     delay: float = 0.0
     finish_reason: str = "stop"
     reasoning_content: str | None = None
+    message: str = ""
 
 
 class FakeLLM:
@@ -48,7 +49,7 @@ class FakeLLM:
                 if answer.status != 200:
                     payload = {
                         "error": {
-                            "message": f"fake error {answer.status}",
+                            "message": answer.message or f"fake error {answer.status}",
                             "type": "fake",
                             "code": answer.status,
                         }

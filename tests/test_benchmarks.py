@@ -59,3 +59,13 @@ def test_cross_dataset_benchmark_runs_both_directions(
     assert directions["reference_to_bundled"]["n_train"] == 2207
     for values in directions.values():
         assert 0 <= values["false_block_rate"] <= 1 and 0 <= values["leak_rate"] <= 1
+
+
+def test_load_benchmark_runs_against_a_real_server(
+    tiny_guard: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _load("load").main([str(tiny_guard), "--clients", "4", "--seconds", "1"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    assert result["errors"] == 0 and result["requests"] > 0
+    assert result["p50_ms"] <= result["p99_ms"]

@@ -347,3 +347,32 @@ def test_evaluate_on_one_class_data_gives_valid_json(tiny_guard: Path, tmp_path:
     assert summary["roc_auc"] is None and summary["leak_rate"] is None
     assert "| roc_auc | n/a |" in (tmp_path / "r" / "report.md").read_text()
     assert runner.invoke(app, ["evaluate", str(tiny_guard), str(data)]).exit_code == 0
+
+
+def test_output_problems_are_one_line(
+    tiny_guard: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    result = runner.invoke(
+        app, ["data", "split", str(small_dataset), "--out", str(blocked / "split")]
+    )
+    assert result.exit_code == 1 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    result = runner.invoke(
+        app, ["classify", str(tiny_guard), "hi", "--output", str(tmp_path / "v.csv")]
+    )
+    assert result.exit_code == 1 and "name it *.jsonl" in result.stderr
+    result = runner.invoke(app, ["serve", str(tiny_guard), "--backend", "onnx"])
+    assert result.exit_code == 1 and "run `topicguard export" in result.stderr
+
+
+def test_corrupt_metadata_is_a_clear_error(tiny_guard: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = Path(shutil.copytree(tiny_guard, tmp_path / "broken"))
+    meta = json.loads((broken / "topicguard.json").read_text())
+    meta["threshold"] = "high"
+    (broken / "topicguard.json").write_text(json.dumps(meta))
+    result = runner.invoke(app, ["classify", str(broken), "hi"])
+    assert result.exit_code == 1 and "invalid threshold" in result.stderr

@@ -97,7 +97,7 @@ def test_falls_back_when_the_server_refuses_json_schema(tmp_path: Path) -> None:
     def reply(request: dict[str, Any], number: int) -> Reply:
         kind = request.get("response_format", {}).get("type")
         if kind == "json_schema":
-            return Reply(status=400)
+            return Reply(status=400, message="response_format type json_schema is unavailable")
         return Reply(content='```json\n{"verdict": false}\n```')
 
     with FakeLLM(reply) as fake:
@@ -174,3 +174,37 @@ def test_spec_names_the_key_variable(tmp_path: Path, monkeypatch: pytest.MonkeyP
         LLMClient(settings)
     monkeypatch.setenv("MY_DEEPSEEK_KEY", "k")
     LLMClient(settings)  # found
+
+
+def test_concurrent_fallbacks_step_down_once(tmp_path: Path) -> None:
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        if request.get("response_format", {}).get("type") == "json_schema":
+            return Reply(
+                status=400, message="response_format json_schema not supported", delay=0.05
+            )
+        return Reply(content='{"verdict": true}')
+
+    async def run() -> list[Any]:
+        client = LLMClient(_settings(fake.base_url, tmp_path, cache_dir=None))
+        try:
+            return await asyncio.gather(
+                *(
+                    client.complete([{"role": "user", "content": f"q{i}"}], schema=Answer)
+                    for i in range(8)
+                )
+            )
+        finally:
+            await client.close()
+
+    with FakeLLM(reply) as fake:
+        results = asyncio.run(run())
+    assert all(r.parsed == Answer(verdict=True) for r in results)
+    modes = {r.get("response_format", {}).get("type") for r in fake.requests}
+    assert modes == {"json_schema", "json_object"}  # never stepped past JSON mode
+
+
+def test_other_bad_requests_are_not_format_fallbacks(tmp_path: Path) -> None:
+    with FakeLLM(lambda request, number: Reply(status=400, message="prompt too long")) as fake:
+        with pytest.raises(LLMError, match="refused the request"):
+            _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert len(fake.requests) == 1

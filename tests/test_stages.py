@@ -317,3 +317,54 @@ def test_against_a_real_server(tmp_path: Path) -> None:
     assert len(rows) == 6
     reviewed, summary, _ = review_rows(rows, SPEC, [settings])
     assert summary.n == 6
+
+
+def test_cli_review_fails_loudly_when_rows_get_no_answer(tmp_path: Path) -> None:
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        return _judge(request, number) if number == 1 else Reply(status=503)
+
+    data = write_rows(
+        tmp_path / "q.jsonl", [{"text": "where is my parcel"}, {"text": "tell me a joke"}]
+    )
+    out = tmp_path / "r.jsonl"
+    with FakeLLM(reply) as fake:
+        result = runner.invoke(
+            app,
+            [
+                "review",
+                str(data),
+                "--spec",
+                str(bundled_example()),
+                "--out",
+                str(out),
+                "--base-url",
+                fake.base_url,
+                "--max-retries",
+                "0",
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ],
+        )
+    assert result.exit_code == 1
+    assert "1 rows got no answer from the API" in result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[1]["label"] is None and "still failing" in rows[1]["review_votes"][0]["error"]
+    empty = runner.invoke(
+        app,
+        [
+            "review",
+            str(data),
+            "--spec",
+            str(bundled_example()),
+            "--out",
+            str(tmp_path / "e.jsonl"),
+            "--judges",
+            ",",
+        ],
+    )
+    assert empty.exit_code == 1 and "--judges names no model" in empty.stderr
+    csv = runner.invoke(
+        app,
+        ["review", str(data), "--spec", str(bundled_example()), "--out", str(tmp_path / "r.csv")],
+    )
+    assert csv.exit_code == 1 and "name it *.jsonl" in csv.stderr

@@ -58,6 +58,10 @@ def _clean_errors() -> Iterator[None]:
     except TopicGuardError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:  # an output place that cannot be written, a full disk, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -220,6 +224,7 @@ def classify(
         guard = TopicGuard.load(model, backend=backend, threads=threads)
         rows = [v.to_dict() for v in guard.classify(items)]
         if output is not None:
+            _require_jsonl(output, "--output")
             write_jsonl(output, rows)
             logger.info("%d verdicts written to %s", len(rows), output)
         else:
@@ -334,7 +339,10 @@ def serve(
             max_chars=max_chars,
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
-        run(config, host=host, port=port)
+        from topicguard.runtime import TopicGuard
+
+        guard = TopicGuard.load(model, backend=backend, threads=threads)  # errors: one line
+        run(config, host=host, port=port, guard=guard)
 
 
 BaseUrl = Annotated[
@@ -359,6 +367,7 @@ Overwrite = Annotated[bool, typer.Option(help="replace an existing --out")]
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    _require_jsonl(out, "--out")
     if out.exists() and not (resume or overwrite):
         raise _usage_error(f"{out} already exists: pass --resume to continue it or --overwrite")
     if out.exists() and overwrite and not resume:
@@ -459,6 +468,8 @@ def review(
         endpoint = guard_spec.llm
         chosen = judges or model or endpoint.judge_model
         models = [m.strip() for m in chosen.split(",") if m.strip()]
+        if not models:
+            raise _usage_error("--judges names no model: give a comma-separated list")
         settings = [
             LLMSettings(
                 base_url=base_url or endpoint.base_url,
@@ -487,6 +498,13 @@ def review(
                 )
         for name, usage in zip(models, usages, strict=True):
             typer.echo(f"usage {name}: {usage.summary()}")
+        if summary.failed:
+            typer.echo(
+                f"error: {summary.failed} rows got no answer from the API (kept with an empty "
+                "label and the error in review_votes); rerun with --resume",
+                err=True,
+            )
+            raise typer.Exit(1)
 
 
 data_app = typer.Typer(
@@ -555,6 +573,11 @@ def data_split(
             f"{out / 'train.jsonl'}: {len(train_rows)} rows\n{out / 'test.jsonl'}: "
             f"{len(test_rows)} rows (near-duplicate clusters kept on one side)"
         )
+
+
+def _require_jsonl(path: Path, option: str) -> None:
+    if path.suffix.lower() != ".jsonl":
+        raise _usage_error(f"{option} {path}: this writes JSON Lines, so name it *.jsonl")
 
 
 def _usage_error(message: str) -> TopicGuardError:

@@ -76,7 +76,11 @@ class Evaluation:
             k: int(v) if k == "n" else (None if math.isnan(v) else v)
             for k, v in self.metrics.items()
         }
-        for column, key in (("category", "categories"), ("lang", "languages")):
+        for column, key in (
+            ("category", "categories"),
+            ("lang", "languages"),
+            ("source", "sources"),
+        ):
             groups = self.breakdown(column)
             if groups:
                 result[key] = groups

@@ -229,11 +229,16 @@ class LLMClient:
                 response = await self._client.chat.completions.create(**kwargs)
                 return _raw_answer(response)
             except openai.BadRequestError as exc:
-                if "response_format" in kwargs:  # the server does not take this mode
-                    self._mode = _MODES[_MODES.index(self._mode) + 1]
-                    logger.info(
-                        "%s: structured output falls back to %s", self.settings.model, self._mode
-                    )
+                sent = kwargs.get("response_format", {}).get("type")
+                if sent is not None and _about_response_format(exc):
+                    # the server does not take this mode: step down from the mode this request
+                    # used (concurrent requests may have stepped down already)
+                    fallback = _MODES[_MODES.index(sent) + 1]
+                    if _MODES.index(fallback) > _MODES.index(self._mode):
+                        self._mode = fallback
+                        logger.info(
+                            "%s: structured output falls back to %s", self.settings.model, fallback
+                        )
                     continue
                 raise LLMError(f"the API refused the request: {_short(exc)}") from exc
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
@@ -361,8 +366,18 @@ def _response_format(mode: str, schema: type[Any]) -> dict[str, Any]:
     return {"type": "json_object"}
 
 
+def _about_response_format(exc: Exception) -> bool:
+    """Whether a 400 complains about structured output (not, say, a too-long prompt)."""
+    text = str(exc).lower()
+    words = ("response_format", "json_schema", "json_object", "response format", "structured")
+    return any(word in text for word in words)
+
+
 def _raw_answer(response: Any) -> dict[str, Any]:
-    choice = response.choices[0]
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise LLMError("the API answered without any choices")
+    choice = choices[0]
     message = choice.message
     usage = getattr(response, "usage", None)
     return {

@@ -94,7 +94,7 @@ def load_encoder(
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True, **kwargs)
             model = AutoModelForSequenceClassification.from_pretrained(source, **model_kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, safetensors' own errors
         hint = (
             "check the folder holds config.json, tokenizer files and model.safetensors"
             if is_local

@@ -98,6 +98,7 @@ class ReviewSummary:
     disagreements: int
     unparsed: int
     by_category: dict[str, dict[str, int]]
+    failed: int = 0
 
 
 def review_rows(
@@ -218,7 +219,11 @@ def _combine(row: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, An
             else verdict == generator_label,
             "review_reasoning": first.get("reasoning"),
             "review_answer": first.get("answer"),
-            "review_votes": [{"judge": a["judge"], "verdict": a["verdict"]} for a in answers],
+            "review_votes": [
+                {"judge": a["judge"], "verdict": a["verdict"]}
+                | ({"error": a["error"]} if a.get("error") else {})
+                for a in answers
+            ],
         }
     )
     return reviewed
@@ -243,6 +248,9 @@ def _summarise(rows: list[dict[str, Any]]) -> ReviewSummary:
         disagreements=sum(r["agrees"] is False for r in rows),
         unparsed=sum(r["label"] is None for r in rows),
         by_category=dict(sorted(by_category.items())),
+        failed=sum(
+            bool(r["review_votes"]) and all("error" in v for v in r["review_votes"]) for r in rows
+        ),
     )
 
 

@@ -224,7 +224,8 @@ class TopicGuard:
         """Texts cut at token boundaries into windows of ``max_length`` tokens, each window
         overlapping the next by half, and the index of the text each window came from."""
         window = max(self.max_length - 2, 8)  # room for [CLS] and [SEP]
-        long_ones = [i for i, t in enumerate(texts) if len(t) > window]  # cheap pre-filter
+        # cheap pre-filter: no tokenizer makes more tokens than a text has UTF-8 bytes
+        long_ones = [i for i, t in enumerate(texts) if len(t.encode("utf-8")) > window]
         if not long_ones:
             return texts, list(range(len(texts)))
         from topicguard.models import quiet_transformers
@@ -300,6 +301,14 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise ModelError(f"{meta_path} is unreadable ({exc}); retrain the model") from exc
     if not isinstance(metadata, dict) or "threshold" not in metadata:
         raise ModelError(f"{meta_path} has no threshold; retrain the model")
+    labels = metadata.get("labels", {"allowed": "True", "blocked": "False"})
+    try:
+        threshold = float(metadata["threshold"])
+        valid_labels = isinstance(labels, dict) and {"allowed", "blocked"} <= set(labels)
+    except (TypeError, ValueError):
+        threshold, valid_labels = float("nan"), False
+    if not 0 <= threshold <= 1 or not valid_labels:
+        raise ModelError(f"{meta_path} has an invalid threshold or labels; retrain the model")
     return metadata
 
 

@@ -150,10 +150,16 @@ class _Batcher:
             # requests queue up, so batches grow with the load and add no wait when idle.
             if self.config.batch_wait_ms > 0:
                 await asyncio.sleep(self.config.batch_wait_ms / 1000)
-            while size < self.config.max_batch and not self.queue.empty():
+            while not self.queue.empty():
+                texts_next, _ = self.queue._queue[0]  # type: ignore[attr-defined]
+                if size + len(texts_next) > self.config.max_batch:
+                    break
                 item = self.queue.get_nowait()
                 items.append(item)
                 size += len(item[0])
+            items = [item for item in items if not item[1].done()]  # timed out: skip
+            if not items:
+                continue
             texts = [t for item_texts, _ in items for t in item_texts]
             self.metrics.observe_batch(len(texts))
             try:
@@ -247,7 +253,11 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
         # The body is read and validated here rather than by a middleware and FastAPI's
         # parameter machinery: those cost more per request than the int8 model itself.
         started = time.perf_counter()
-        response = await _classify(request)
+        try:
+            response = await _classify(request)
+        except Exception:  # noqa: BLE001 - answer in JSON and keep serving
+            logger.exception("classification failed")
+            response = error(500, "the guard failed on this request; see the server log")
         metrics.observe_request(response.status_code, time.perf_counter() - started)
         return response
 
@@ -311,12 +321,16 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
     return app
 
 
-def run(config: ServeConfig, *, host: str, port: int) -> None:
+def run(config: ServeConfig, *, host: str, port: int, guard: Any = None) -> None:
     """Serve until interrupted; in-flight requests finish before the process exits."""
     try:
         import uvicorn
     except ImportError as exc:
         raise MissingDependencyError("uvicorn", "serve") from exc
     uvicorn.run(
-        create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30
+        create_app(config, guard=guard),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
     )
