@@ -1,0 +1,324 @@
+"""Commands around a model folder: train, evaluate, classify, export, bench, serve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from topicguard.cli._common import (
+    DEFAULTS,
+    LabelColumn,
+    ModelDir,
+    app,
+    clean_errors,
+    logger,
+    require_jsonl,
+    usage_error,
+)
+from topicguard.train import TrainConfig
+
+
+@app.command()
+def train(
+    spec: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(exists=True, dir_okay=False, help="guard.yaml (default: bundled example)"),
+    ] = None,
+    data: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option("--data", exists=True, dir_okay=False, help="training data (repeatable)"),
+    ] = None,
+    base_model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="encoder to fine-tune: Hugging Face id or local folder"),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="model folder to write (default: runs/<spec name>)"),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the data")] = DEFAULTS.epochs,
+    seed: Annotated[int, typer.Option(help="random seed")] = DEFAULTS.seed,
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, help="peak learning rate")
+    ] = DEFAULTS.learning_rate,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="training batch size")
+    ] = DEFAULTS.batch_size,
+    max_length: Annotated[int, typer.Option(min=8, help="tokens per text")] = DEFAULTS.max_length,
+    validation_size: Annotated[float, typer.Option(help="share held out for validation")] = (
+        DEFAULTS.validation_size
+    ),
+    label_column: LabelColumn = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="run model code from the hub")] = False,
+) -> None:
+    """Fine-tune an encoder into a guard. With no arguments: the bundled logistics example."""
+    with clean_errors():
+        from topicguard.data import read_datasets
+        from topicguard.models import DEFAULT_BASE_MODEL
+        from topicguard.spec import bundled_example, load_spec
+        from topicguard.train import train as run_training
+
+        guard_spec = load_spec(spec or bundled_example())
+        paths = list(data) if data else guard_spec.train_paths()
+        if not paths:
+            raise usage_error(f"{guard_spec.source_path} lists no training data: pass --data FILE")
+        examples = read_datasets(paths, label_column=label_column)
+        config = TrainConfig(
+            base_model=base_model or guard_spec.base_model or DEFAULT_BASE_MODEL,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_length=max_length,
+            validation_size=validation_size,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+        )
+        out_dir = out or Path("runs") / guard_spec.name
+        logger.info(
+            "training %s on %d queries from %s",
+            config.base_model,
+            len(examples),
+            ", ".join(str(p) for p in paths),
+        )
+        result = run_training(
+            examples,
+            out_dir,
+            config,
+            spec=guard_spec,
+            overwrite=overwrite,
+            data_files=[str(p) for p in paths],
+        )
+        m = result.validation_metrics
+        typer.echo(
+            f"model: {result.model_dir}\n"
+            f"trained on {result.n_train} queries in {result.train_seconds:.0f} s, kept epoch "
+            f"{result.best_epoch}; threshold {result.threshold:.3f}\n"
+            f"validation ({result.n_validation} queries): accuracy {m['accuracy']:.4f}, "
+            f"F1 {m['f1']:.4f}, false blocks {m['false_block_rate']:.2%}, "
+            f"leaks {m['leak_rate']:.2%}"
+        )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")],
+    data: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="labelled datasets")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    report: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(file_okay=False, help="write metrics.json, errors.csv, report.md, plots"),
+    ] = None,
+    label_column: LabelColumn = None,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+) -> None:
+    """Measure a guard on labelled data: F1, false-block rate, leak rate, per category."""
+    with clean_errors():
+        from topicguard.data import read_datasets
+        from topicguard.evaluate import evaluate as run_evaluation
+        from topicguard.runtime import TopicGuard
+
+        guard = TopicGuard.load(model, backend=backend)
+        examples = read_datasets(data, label_column=label_column)
+        evaluation = run_evaluation(guard, examples)
+        summary = evaluation.to_dict()
+        if report is not None:
+            from topicguard.report import write_report
+
+            write_report(
+                evaluation, report, title=f"{model.name} on {', '.join(p.name for p in data)}"
+            )
+            logger.info("report written to %s", report)
+        if as_json:
+            typer.echo(json.dumps(summary))
+            return
+        _print_metrics(summary)
+        if report is not None:
+            typer.echo(f"report: {report / 'report.md'}")
+
+
+@app.command()
+def classify(
+    model: Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to judge")] = None,  # noqa: UP045
+    input_file: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--input",
+            exists=True,
+            dir_okay=False,
+            help=".txt (one text per line) or a dataset with a text column",
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(dir_okay=False, help="write JSON lines here instead of stdout"),
+    ] = None,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="CPU threads for inference"),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+) -> None:
+    """Judge texts: one JSON line each with text, label, score (on topic) and allowed."""
+    with clean_errors():
+        from topicguard.data import read_texts, write_jsonl
+        from topicguard.runtime import TopicGuard
+
+        items = list(texts or [])
+        for i, text in enumerate(items, start=1):
+            if not text.strip():
+                raise usage_error(f"text {i} is empty: give the guard something to judge")
+        if input_file is not None:
+            items += read_texts(input_file)
+        if not items:
+            raise usage_error("nothing to classify: pass texts or --input FILE")
+        guard = TopicGuard.load(model, backend=backend, threads=threads)
+        rows = [v.to_dict() for v in guard.classify(items)]
+        if output is not None:
+            require_jsonl(output, "--output")
+            write_jsonl(output, rows)
+            logger.info("%d verdicts written to %s", len(rows), output)
+        else:
+            for row in rows:
+                typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+@app.command()
+def export(
+    model: ModelDir,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="also write a dynamically quantised copy")
+    ] = (False),
+) -> None:
+    """Export to ONNX under MODEL/onnx/, verified against PyTorch before it counts."""
+    with clean_errors():
+        from topicguard.export import FP32_ATOL, export_onnx
+
+        report = export_onnx(model, int8=int8)
+        typer.echo(
+            f"{report.path}: same label as PyTorch on {report.n_checked} texts, max logit "
+            f"difference {report.fp32_max_abs_diff:.1e} (tolerance {FP32_ATOL})"
+        )
+        if report.int8_path is not None:
+            typer.echo(
+                f"{report.int8_path}: label agreement {report.int8_label_agreement:.2%}, max "
+                f"logit difference {report.int8_max_abs_diff:.2f}, first "
+                f"{report.int8_float_layers} encoder layers kept in float"
+            )
+
+
+@app.command()
+def bench(
+    model: ModelDir,
+    backend: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="torch, onnx or onnx-int8 (repeatable; default: all present)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    queries: Annotated[int, typer.Option(min=10, help="single queries to time")] = 300,
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="CPU threads"),
+    ] = None,
+) -> None:
+    """Latency (p50/p95/p99) and throughput of each backend and of transformers.pipeline."""
+    with clean_errors():
+        from topicguard.bench import benchmark
+        from topicguard.runtime import BACKENDS, read_metadata
+
+        read_metadata(model)
+        for name in backend or []:
+            if name not in BACKENDS[1:]:
+                raise usage_error(f"unknown backend {name!r}: use torch, onnx or onnx-int8")
+        result = benchmark(model, backends=backend, single_queries=queries, threads=threads)
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        typer.echo(
+            f"{result['n_single']} single queries, {result['n_batch']} in batches of "
+            f"{result['batch_size']}, {result['threads']} threads"
+        )
+        typer.echo(
+            f"{'backend':<10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+            f"{'queries/s':>10} {'speed-up':>9}"
+        )
+        for name, r in result["backends"].items():
+            typer.echo(
+                f"{name:<10} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                f"{r['throughput_qps']:>10.0f} {r.get('speedup_vs_pipeline', 1):>8.1f}x"
+            )
+
+
+@app.command()
+def serve(
+    model: ModelDir,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="CPU threads for inference"),
+    ] = None,
+    api_key: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            envvar="TOPICGUARD_SERVE_API_KEY",
+            show_default=False,
+            help="require 'Authorization: Bearer KEY' (better: set the variable)",
+        ),
+    ] = None,
+    max_texts: Annotated[int, typer.Option(min=1, help="texts per request")] = 64,
+    max_chars: Annotated[int, typer.Option(min=1, help="characters per text")] = 4000,
+) -> None:
+    """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
+    with clean_errors():
+        from topicguard.runtime import BACKENDS, read_metadata
+        from topicguard.serve import ServeConfig, run
+
+        read_metadata(model)
+        if backend not in BACKENDS:
+            raise usage_error(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        config = ServeConfig(
+            model_dir=model,
+            backend=backend,
+            threads=threads,
+            api_key=api_key,
+            max_texts=max_texts,
+            max_chars=max_chars,
+        )
+        logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
+        from topicguard.runtime import TopicGuard
+
+        guard = TopicGuard.load(model, backend=backend, threads=threads)  # errors: one line
+        run(config, host=host, port=port, guard=guard)
+
+
+def _print_metrics(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from topicguard.metrics import HEADLINE_METRICS
+
+    table = Table(title=f"{summary['n']} queries, threshold {summary['threshold']:.3f}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in HEADLINE_METRICS:
+        value = summary[key]
+        table.add_row(key, "n/a" if value is None else f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    if "categories" in summary:
+        per = Table(title="per category")
+        for column in ("category", "n", "errors", "false blocks", "leaks"):
+            per.add_column(column, justify="left" if column == "category" else "right")
+        for name, g in summary["categories"].items():
+            per.add_row(
+                name, str(g["n"]), str(g["errors"]), str(g["false_blocks"]), str(g["leaks"])
+            )
+        console.print(per)
