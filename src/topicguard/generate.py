@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from topicguard._exceptions import DataError, LLMError
+from topicguard._progress import progress_bar
 from topicguard.data import normalize_text, write_jsonl
 from topicguard.leakage import near_duplicates
 from topicguard.llm import LLMClient, LLMSettings, Usage
@@ -185,7 +186,6 @@ async def _generate(
     rows: list[dict[str, Any]],
     threshold: float,
 ) -> Any:
-    from tqdm.auto import tqdm
 
     client = LLMClient(settings)
     stats = GenerationStats()
@@ -213,8 +213,8 @@ async def _generate(
         return parse_batch(completion.parsed, batch, settings.model)
 
     try:
-        with tqdm(
-            total=n, initial=min(len(rows), n), desc="generate", unit="row", disable=_quiet()
+        with progress_bar(
+            n, "generate", logger=logger, unit="row", initial=min(len(rows), n)
         ) as bar:
             index = next_index
             while len(rows) < n and index < budget:
@@ -266,9 +266,3 @@ def _deduplicate(
     for index in rejected:
         seen.discard(normalize_text(texts[index]))
     return [row for i, row in enumerate(fresh) if offset + i not in rejected]
-
-
-def _quiet() -> bool:
-    import sys
-
-    return not sys.stderr.isatty() or not logger.isEnabledFor(logging.INFO)

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from topicguard._exceptions import DataError, LLMError
+from topicguard._progress import progress_bar
 from topicguard.data import parse_label, write_jsonl
 from topicguard.llm import LLMClient, LLMSettings, extract_json, split_reasoning
 from topicguard.spec import GuardSpec
@@ -132,7 +133,6 @@ async def _review(
     out: Path | None,
     checkpoint_every: int,
 ) -> Any:
-    from tqdm.auto import tqdm
 
     clients = [LLMClient(s) for s in settings]
     reviewed: list[dict[str, Any] | None] = [None] * len(rows)
@@ -178,7 +178,7 @@ async def _review(
         reviewed[index] = _combine(row, answers)
 
     try:
-        with tqdm(total=len(rows), desc="review", unit="row", disable=_quiet()) as bar:
+        with progress_bar(len(rows), "review", logger=logger, unit="row") as bar:
             if rows:
                 await judge(0)  # fail fast on a bad key or endpoint, before the fan-out
                 bar.update(1)
@@ -257,9 +257,3 @@ def _summarise(rows: list[dict[str, Any]]) -> ReviewSummary:
 def _reasoning_of(completion: Any) -> str | None:
     parsed = completion.parsed
     return parsed.reasoning if parsed is not None and parsed.reasoning else None
-
-
-def _quiet() -> bool:
-    import sys
-
-    return not sys.stderr.isatty() or not logger.isEnabledFor(logging.INFO)

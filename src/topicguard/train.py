@@ -23,6 +23,7 @@ from typing import Any
 from topicguard import __version__
 from topicguard._exceptions import DataError, ModelError
 from topicguard._io import atomic_dir
+from topicguard._progress import progress_bar
 from topicguard.data import Example
 from topicguard.leakage import split_examples
 from topicguard.metrics import choose_threshold, compute_metrics
@@ -191,7 +192,13 @@ def train(
         model.train()
         running = 0.0
         batches = _length_grouped_batches(lengths, config.batch_size, generator)
-        with _progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}") as bar:
+        with progress_bar(
+            steps_per_epoch,
+            f"epoch {epoch}/{config.epochs}",
+            logger=logger,
+            unit="step",
+            leave=False,
+        ) as bar:
             for step, chunk in enumerate(batches, start=1):
                 batch = tokenizer(
                     [texts[i] for i in chunk],
@@ -335,12 +342,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _progress(total: int, description: str) -> Any:
-    import sys
-
-    from tqdm.auto import tqdm
-
-    quiet = not sys.stderr.isatty() or not logger.isEnabledFor(logging.INFO)
-    return tqdm(total=total, desc=description, disable=quiet, leave=False, unit="step")

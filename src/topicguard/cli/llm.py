@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from topicguard.llm import LLMSettings
+    from topicguard.spec import LLMEndpoint
 
 from topicguard.cli._common import app, clean_errors, logger, require_jsonl, usage_error
 
@@ -28,6 +32,38 @@ Price = Annotated[
 ]
 Resume = Annotated[bool, typer.Option(help="continue an interrupted run into the same --out")]
 Overwrite = Annotated[bool, typer.Option(help="replace an existing --out")]
+
+
+def _llm_settings(
+    endpoint: LLMEndpoint,
+    base_url: str | None,
+    model: str,
+    *,
+    concurrency: int,
+    timeout: float,
+    max_retries: int,
+    cache_dir: Path,
+    price_input: float | None,
+    price_output: float | None,
+    temperature: float | None = None,
+) -> LLMSettings:
+    """LLM settings from the command-line options, the spec's ``llm`` section filling gaps."""
+    from topicguard.llm import LLMSettings
+
+    settings = LLMSettings(
+        base_url=base_url or endpoint.base_url,
+        model=model,
+        api_key_env=endpoint.api_key_env,
+        concurrency=concurrency,
+        timeout=timeout,
+        max_retries=max_retries,
+        cache_dir=cache_dir,
+        price_input_per_million=price_input,
+        price_output_per_million=price_output,
+    )
+    if temperature is not None:
+        settings.temperature = temperature
+    return settings
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -65,23 +101,21 @@ def generate(
     """Have an LLM write on- and off-topic queries for a spec (key from the environment)."""
     with clean_errors():
         from topicguard.generate import generate_rows
-        from topicguard.llm import LLMSettings
         from topicguard.spec import load_spec
 
         guard_spec = load_spec(spec)
         _check_out(out, resume, overwrite)
-        endpoint = guard_spec.llm
-        settings = LLMSettings(
-            base_url=base_url or endpoint.base_url,
-            model=model or endpoint.generator_model,
-            api_key_env=endpoint.api_key_env,
+        settings = _llm_settings(
+            guard_spec.llm,
+            base_url,
+            model or guard_spec.llm.generator_model,
             concurrency=concurrency,
             timeout=timeout,
             max_retries=max_retries,
             cache_dir=cache_dir,
+            price_input=price_input,
+            price_output=price_output,
             temperature=1.0,
-            price_input_per_million=price_input,
-            price_output_per_million=price_output,
         )
         rows, stats, usage = generate_rows(
             guard_spec, settings, n, out=out, batch_size=batch_size, seed=seed, resume=resume
@@ -122,7 +156,6 @@ def review(
     """Have an LLM judge every query against the spec's policy; its verdict becomes `label`."""
     with clean_errors():
         from topicguard.data import read_rows
-        from topicguard.llm import LLMSettings
         from topicguard.review import review_rows
         from topicguard.spec import load_spec
 
@@ -135,16 +168,16 @@ def review(
         if not models:
             raise usage_error("--judges names no model: give a comma-separated list")
         settings = [
-            LLMSettings(
-                base_url=base_url or endpoint.base_url,
-                model=m,
-                api_key_env=endpoint.api_key_env,
+            _llm_settings(
+                endpoint,
+                base_url,
+                m,
                 concurrency=concurrency,
                 timeout=timeout,
                 max_retries=max_retries,
                 cache_dir=cache_dir,
-                price_input_per_million=price_input,
-                price_output_per_million=price_output,
+                price_input=price_input,
+                price_output=price_output,
             )
             for m in models
         ]

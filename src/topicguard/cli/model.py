@@ -278,12 +278,11 @@ def serve(
 ) -> None:
     """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
     with clean_errors():
-        from topicguard.runtime import BACKENDS, read_metadata
+        from topicguard.runtime import TopicGuard
         from topicguard.serve import ServeConfig, run
 
-        read_metadata(model)
-        if backend not in BACKENDS:
-            raise usage_error(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        # Load here, not in the server's start-up, so a bad folder or backend is one line.
+        guard = TopicGuard.load(model, backend=backend, threads=threads)
         config = ServeConfig(
             model_dir=model,
             backend=backend,
@@ -293,9 +292,6 @@ def serve(
             max_chars=max_chars,
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
-        from topicguard.runtime import TopicGuard
-
-        guard = TopicGuard.load(model, backend=backend, threads=threads)  # errors: one line
         run(config, host=host, port=port, guard=guard)
 
 
