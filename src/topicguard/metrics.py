@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["HEADLINE_METRICS", "choose_threshold", "compute_metrics"]
+__all__ = ["HEADLINE_METRICS", "calibration_error", "choose_threshold", "compute_metrics"]
 
 # The metrics a person reads first, in the order tables show them.
 HEADLINE_METRICS = (
@@ -24,6 +24,7 @@ HEADLINE_METRICS = (
     "false_block_rate",
     "leak_rate",
     "roc_auc",
+    "calibration_error",
 )
 
 
@@ -48,6 +49,7 @@ def compute_metrics(
         "false_block_rate": float((~predicted & y).sum() / n_on) if n_on else float("nan"),
         "leak_rate": float((predicted & ~y).sum() / n_off) if n_off else float("nan"),
         "roc_auc": float(roc_auc_score(y, s)) if both_classes else float("nan"),
+        "calibration_error": calibration_error(y, s),
         "threshold": float(threshold),
     }
     return metrics
@@ -77,3 +79,21 @@ def choose_threshold(
     tolerance_rows = math.ceil(math.sqrt(p * (1 - p) * n) - 1e-9)
     eligible = candidates[correct >= best - tolerance_rows]
     return float(eligible[np.argmin(np.abs(eligible - 0.5))])
+
+
+def calibration_error(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, bins: int = 10
+) -> float:
+    """Expected calibration error: the mean gap between the predicted and the observed
+    on-topic share over equal-width score bins, weighted by their size (0 is perfect)."""
+    labels = np.asarray(labels, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    if len(labels) == 0:
+        return float("nan")
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.sum() * abs(labels[mask].mean() - scores[mask].mean())
+    return float(total / len(labels))

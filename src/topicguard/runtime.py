@@ -121,6 +121,8 @@ class TopicGuard:
         self.metadata = metadata
         self.path = path
         self.threshold = float(metadata["threshold"])
+        # scores are calibrated: the logit margin is divided by the fitted temperature
+        self.temperature = float((metadata.get("calibration") or {}).get("temperature", 1.0))
         self.max_length = int(metadata.get("max_length", 128))
         labels = metadata.get("labels", {"allowed": "True", "blocked": "False"})
         self.allowed_label: str = labels["allowed"]
@@ -250,16 +252,22 @@ class TopicGuard:
                 owners.append(i)
         return pieces, owners
 
-    def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
-        """Probability on topic for each text (numpy array), in input order."""
+    def margins(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
+        """Uncalibrated evidence for each text (numpy array): the allowed label's logit minus
+        the log-sum-exp of the others, so ``sigmoid(margin)`` is the raw softmax score."""
         import numpy as np
 
-        from topicguard.models import softmax
-
-        logits = self.logits(texts, batch_size=batch_size)
+        logits = self.logits(texts, batch_size=batch_size).astype(np.float64)
         if len(logits) == 0:
             return np.empty(0)
-        return softmax(logits.astype(np.float64))[:, self.allowed_index]
+        others = np.delete(logits, self.allowed_index, axis=1)
+        return logits[:, self.allowed_index] - np.logaddexp.reduce(others, axis=1)
+
+    def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
+        """Calibrated probability on topic for each text (numpy array), in input order."""
+        from topicguard.calibrate import sigmoid
+
+        return sigmoid(self.margins(texts, batch_size=batch_size) / self.temperature)
 
     def classify(self, texts: Sequence[str] | str, *, batch_size: int = 64) -> list[Verdict]:
         """Verdicts at the stored threshold. A single string is treated as a list of one."""
@@ -309,6 +317,16 @@ def read_metadata(path: Path) -> dict[str, Any]:
         threshold, valid_labels = float("nan"), False
     if not 0 <= threshold <= 1 or not valid_labels:
         raise ModelError(f"{meta_path} has an invalid threshold or labels; retrain the model")
+    calibration = metadata.get("calibration") or {}
+    try:
+        temperature = float(calibration.get("temperature", 1.0))
+    except (AttributeError, TypeError, ValueError):
+        temperature = float("nan")
+    if not 0 < temperature < float("inf"):
+        raise ModelError(
+            f"{meta_path} has an invalid calibration temperature: "
+            f"recalibrate with `topicguard calibrate {path} DATA`"
+        )
     return metadata
 
 

@@ -24,15 +24,16 @@ from topicguard import __version__
 from topicguard._exceptions import DataError, ModelError
 from topicguard._io import atomic_dir
 from topicguard._progress import progress_bar
+from topicguard.calibrate import Calibration, Objective, fit_calibration
 from topicguard.data import Example
 from topicguard.leakage import split_examples
-from topicguard.metrics import choose_threshold, compute_metrics
 from topicguard.models import (
     DEFAULT_BASE_MODEL,
     load_encoder,
     quiet_transformers,
     resolve_base_model,
     score_texts,
+    torch_logits,
 )
 from topicguard.runtime import METADATA_FILE
 from topicguard.spec import GuardSpec, LabelNames
@@ -98,6 +99,7 @@ class TrainResult:
     train_seconds: float
     n_train: int
     n_validation: int
+    calibration: Calibration
 
 
 def data_fingerprint(examples: Sequence[Example]) -> str:
@@ -118,12 +120,14 @@ def train(
     spec: GuardSpec | None = None,
     overwrite: bool = False,
     data_files: Sequence[str] = (),
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``examples`` and write the guard to ``out_dir``.
 
     Without ``validation``, ``config.validation_size`` of ``examples`` is held out, keeping
     near-duplicate clusters on one side. The epoch with the best validation accuracy (ties:
-    the later one) is kept, and the decision threshold is chosen on the same validation rows.
+    the later one) is kept; its scores are calibrated (temperature scaling) and the decision
+    threshold chosen for ``objective`` (default: accuracy) on the same validation rows.
     The folder is written atomically and an existing one is replaced only with ``overwrite``.
     """
     config = config or TrainConfig()
@@ -245,11 +249,20 @@ def train(
     train_seconds = time.perf_counter() - started
 
     model.load_state_dict(best_state)
-    val_scores = score_texts(model, tokenizer, val_texts, allowed_index=1, max_length=max_length)
-    threshold = choose_threshold(val_labels, val_scores)
-    val_metrics = compute_metrics(val_labels, val_scores, threshold)
+    val_logits = torch_logits(model, tokenizer, val_texts, max_length=max_length)
+    calibration = fit_calibration(val_labels, val_logits[:, 1] - val_logits[:, 0], objective)
+    threshold = calibration.threshold
+    val_metrics = calibration.metrics
     logger.info(
-        "kept epoch %d; threshold %.3f on %d validation rows", best_epoch, threshold, len(val_rows)
+        "kept epoch %d; temperature %.2f (calibration error %.3f -> %.3f), threshold %.3f "
+        "(%s) on %d validation rows",
+        best_epoch,
+        calibration.temperature,
+        calibration.ece_before,
+        calibration.ece_after,
+        threshold,
+        calibration.objective,
+        len(val_rows),
     )
 
     metadata = {
@@ -257,7 +270,8 @@ def train(
         "topicguard_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "threshold": threshold,
-        "threshold_objective": "max_accuracy_within_1se_nearest_0.5",
+        "threshold_objective": calibration.objective,
+        "calibration": calibration.to_dict() | {"data": "validation split"},
         "labels": {"allowed": labels.allowed, "blocked": labels.blocked},
         "max_length": max_length,
         "base_model": config.base_model,
@@ -291,6 +305,7 @@ def train(
         train_seconds=train_seconds,
         n_train=len(train_rows),
         n_validation=len(val_rows),
+        calibration=calibration,
     )
 
 

@@ -60,6 +60,26 @@ def clean_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+TargetFalseBlock = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        help="threshold objective: fewest leaks with at most this share of on-topic "
+        "queries blocked, e.g. 0.01",
+        rich_help_panel="Operating point",
+    ),
+]
+MaxF1 = Annotated[
+    bool,
+    typer.Option(help="threshold objective: best F1", rich_help_panel="Operating point"),
+]
+CostRatio = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(
+        help="threshold objective: fewest errors when one false block costs this many leaks",
+        rich_help_panel="Operating point",
+    ),
+]
+
 ModelDir = Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")]
 
 

@@ -1,4 +1,4 @@
-"""Commands around a model folder: train, evaluate, classify, export, bench, serve."""
+"""Commands around a model folder: train, calibrate, evaluate, classify, export, bench, serve."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import typer
 
 from topicguard.cli._common import (
     DEFAULTS,
+    CostRatio,
     LabelColumn,
+    MaxF1,
     ModelDir,
+    TargetFalseBlock,
     app,
     clean_errors,
     logger,
@@ -19,6 +22,8 @@ from topicguard.cli._common import (
     usage_error,
 )
 from topicguard.train import TrainConfig
+
+BENCH_FILE = "bench.json"  # `bench` leaves its result here; `evaluate --report` shows it
 
 
 @app.command()
@@ -54,14 +59,21 @@ def train(
     label_column: LabelColumn = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="run model code from the hub")] = False,
+    target_false_block: TargetFalseBlock = None,
+    max_f1: MaxF1 = False,
+    cost_ratio: CostRatio = None,
 ) -> None:
     """Fine-tune an encoder into a guard. With no arguments: the bundled logistics example."""
     with clean_errors():
+        from topicguard.calibrate import Objective
         from topicguard.data import read_datasets
         from topicguard.models import DEFAULT_BASE_MODEL
         from topicguard.spec import bundled_example, load_spec
         from topicguard.train import train as run_training
 
+        objective = Objective.from_options(
+            target_false_block=target_false_block, max_f1=max_f1, cost_ratio=cost_ratio
+        )
         guard_spec = load_spec(spec or bundled_example())
         paths = list(data) if data else guard_spec.train_paths()
         if not paths:
@@ -91,16 +103,41 @@ def train(
             spec=guard_spec,
             overwrite=overwrite,
             data_files=[str(p) for p in paths],
+            objective=objective,
         )
-        m = result.validation_metrics
         typer.echo(
             f"model: {result.model_dir}\n"
             f"trained on {result.n_train} queries in {result.train_seconds:.0f} s, kept epoch "
-            f"{result.best_epoch}; threshold {result.threshold:.3f}\n"
-            f"validation ({result.n_validation} queries): accuracy {m['accuracy']:.4f}, "
-            f"F1 {m['f1']:.4f}, false blocks {m['false_block_rate']:.2%}, "
-            f"leaks {m['leak_rate']:.2%}"
+            f"{result.best_epoch}"
         )
+        _print_calibration(result.calibration, objective, "validation")
+
+
+@app.command()
+def calibrate(
+    model: ModelDir,
+    data: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="labelled datasets")
+    ],
+    target_false_block: TargetFalseBlock = None,
+    max_f1: MaxF1 = False,
+    cost_ratio: CostRatio = None,
+    label_column: LabelColumn = None,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+) -> None:
+    """Refit a guard's score calibration and threshold on labelled data, for an objective."""
+    with clean_errors():
+        from topicguard.calibrate import Objective
+        from topicguard.calibrate import calibrate as run_calibration
+        from topicguard.data import read_datasets
+
+        objective = Objective.from_options(
+            target_false_block=target_false_block, max_f1=max_f1, cost_ratio=cost_ratio
+        )
+        examples = read_datasets(data, label_column=label_column)
+        result = run_calibration(model, examples, objective, backend=backend)
+        typer.echo(f"model: {model} (topicguard.json updated)")
+        _print_calibration(result, objective, ", ".join(p.name for p in data))
 
 
 @app.command()
@@ -130,8 +167,12 @@ def evaluate(
         if report is not None:
             from topicguard.report import write_report
 
+            bench_file = model / BENCH_FILE
             write_report(
-                evaluation, report, title=f"{model.name} on {', '.join(p.name for p in data)}"
+                evaluation,
+                report,
+                title=f"{model.name} on {', '.join(p.name for p in data)}",
+                bench=json.loads(bench_file.read_text()) if bench_file.is_file() else None,
             )
             logger.info("report written to %s", report)
         if as_json:
@@ -226,6 +267,9 @@ def bench(
         Optional[int],  # noqa: UP045
         typer.Option(min=1, help="CPU threads"),
     ] = None,
+    save: Annotated[
+        bool, typer.Option(help="keep the result in MODEL/bench.json for `evaluate --report`")
+    ] = True,
 ) -> None:
     """Latency (p50/p95/p99) and throughput of each backend and of transformers.pipeline."""
     with clean_errors():
@@ -237,6 +281,13 @@ def bench(
             if name not in BACKENDS[1:]:
                 raise usage_error(f"unknown backend {name!r}: use torch, onnx or onnx-int8")
         result = benchmark(model, backends=backend, single_queries=queries, threads=threads)
+        if save:
+            from topicguard._io import atomic_write_text
+
+            try:
+                atomic_write_text(model / BENCH_FILE, json.dumps(result, indent=2) + "\n")
+            except OSError as exc:  # a read-only model folder still gets its numbers printed
+                logger.warning("could not save %s: %s", model / BENCH_FILE, exc)
         if as_json:
             typer.echo(json.dumps(result))
             return
@@ -293,6 +344,18 @@ def serve(
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
         run(config, host=host, port=port, guard=guard)
+
+
+def _print_calibration(calibration: Any, objective: Any, data: str) -> None:
+    m = calibration.metrics
+    typer.echo(
+        f"threshold {calibration.threshold:.4f} for {objective.describe()}; "
+        f"temperature {calibration.temperature:.2f} "
+        f"(calibration error {calibration.ece_before:.3f} -> {calibration.ece_after:.3f})\n"
+        f"on {data} ({calibration.n} queries): accuracy {m['accuracy']:.4f}, "
+        f"F1 {m['f1']:.4f}, false blocks {m['false_block_rate']:.2%}, "
+        f"leaks {m['leak_rate']:.2%}"
+    )
 
 
 def _print_metrics(summary: dict[str, Any]) -> None:
