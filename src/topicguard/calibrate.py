@@ -123,7 +123,9 @@ def sigmoid(x: Any) -> Any:
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-def fit_temperature(margins: Sequence[float] | np.ndarray, labels: Sequence[bool]) -> float:
+def fit_temperature(
+    margins: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray
+) -> float:
     """The temperature ``T`` minimising the log loss of ``sigmoid(margin / T)``."""
     from scipy.optimize import minimize_scalar
 
