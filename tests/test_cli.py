@@ -153,7 +153,10 @@ def test_classify_arguments_input_file_and_output(tiny_guard: Path, tmp_path: Pa
         "What is the status of my package?",
         "Can you write me a Python script to analyze data?",
     ]
-    assert all(set(row) == {"text", "label", "score", "allowed"} for row in lines)
+    assert all(
+        set(row) == {"text", "label", "score", "allowed", "lang", "lang_supported"} for row in lines
+    )
+    assert lines[0]["lang"] == "en" and lines[0]["lang_supported"] is True
     texts = tmp_path / "in.txt"
     texts.write_text("where is my parcel\n\nhello there\n")
     out = tmp_path / "out.jsonl"

@@ -81,7 +81,7 @@ def test_report_escapes_hostile_text(tiny_guard: Path, tmp_path: Path) -> None:
         Example(text="<img src=x onerror=alert(1)> write a poem", label=False),
     ]
     evaluation = evaluate(TopicGuard.load(tiny_guard), rows)
-    evaluation.threshold = 2.0  # everything blocked: the on-topic row is a shown false block
+    evaluation.threshold, evaluation.thresholds = 2.0, None  # all blocked: a false block shown
     write_report(evaluation, tmp_path / "r")
     page = (tmp_path / "r" / "report.html").read_text()
     assert "<script>alert" not in page and "&lt;script&gt;" in page

@@ -31,14 +31,23 @@ def test_classify_one_and_many_match_the_runtime(guard: TopicGuard, tiny_guard: 
         assert body["model"] == tiny_guard.name
         expected = guard.classify(["Where is my parcel?"])[0]
         assert body["results"] == [
-            {"label": expected.label, "score": expected.score, "allowed": expected.allowed}
+            {
+                "label": expected.label,
+                "score": expected.score,
+                "allowed": expected.allowed,
+                "lang": "en",
+                "lang_supported": True,
+            }
         ]
+        other = client.post("/v1/classify", json={"text": "Где моя посылка?"}).json()
+        assert other["results"][0]["lang"] == "ru"
+        assert other["results"][0]["lang_supported"] is False
         many = client.post("/v1/classify", json={"texts": ["a", "where is my parcel", "poem"]})
         assert [r["score"] for r in many.json()["results"]] == [
             v.score for v in guard.classify(["a", "where is my parcel", "poem"])
         ]
         metrics = client.get("/metrics").text
-        assert 'topicguard_requests_total{status="200"} 2' in metrics
+        assert 'topicguard_requests_total{status="200"} 3' in metrics
         assert "topicguard_request_seconds_bucket" in metrics
         assert "topicguard_batch_size_count" in metrics
 

@@ -21,16 +21,18 @@ __all__ = ["Evaluation", "evaluate"]
 
 @dataclass
 class Evaluation:
-    """Scores of a guard on a dataset, at the guard's threshold."""
+    """Scores of a guard on a dataset, at the guard's threshold (``thresholds``: per row,
+    when texts routed to the multilingual model meet that model's own threshold)."""
 
     examples: list[Example]
     scores: np.ndarray
     threshold: float
     metrics: dict[str, float]
+    thresholds: np.ndarray | None = None
 
     @property
     def predicted(self) -> np.ndarray:
-        return self.scores >= self.threshold
+        return self.scores >= (self.threshold if self.thresholds is None else self.thresholds)
 
     def breakdown(self, column: str) -> dict[str, dict[str, float]]:
         """Counts and error rates per value of ``category``, ``lang`` or ``source``."""
@@ -53,21 +55,28 @@ class Evaluation:
 
     def errors(self) -> list[dict[str, Any]]:
         """Misclassified rows, the most confident mistakes first."""
-        rows = []
-        for example, score, allowed in zip(self.examples, self.scores, self.predicted, strict=True):
+        import numpy as np
+
+        rows: list[tuple[float, dict[str, Any]]] = []
+        cuts = np.broadcast_to(
+            self.threshold if self.thresholds is None else self.thresholds, self.scores.shape
+        )
+        for example, score, allowed, cut in zip(
+            self.examples, self.scores, self.predicted, cuts, strict=True
+        ):
             if bool(allowed) != example.label:
-                rows.append(
-                    {
-                        "text": example.text,
-                        "label": example.label,
-                        "score": round(float(score), 6),
-                        "error": "false_block" if example.label else "leak",
-                        "category": example.category,
-                        "lang": example.lang,
-                        "source": example.source,
-                    }
-                )
-        return sorted(rows, key=lambda r: abs(r["score"] - self.threshold), reverse=True)
+                row = {
+                    "text": example.text,
+                    "label": example.label,
+                    "score": round(float(score), 6),
+                    "error": "false_block" if example.label else "leak",
+                    "category": example.category,
+                    "lang": example.lang,
+                    "source": example.source,
+                }
+                rows.append((abs(float(score) - float(cut)), row))
+        rows.sort(key=lambda pair: pair[0], reverse=True)
+        return [row for _, row in rows]
 
     def to_dict(self) -> dict[str, Any]:
         """The ``evaluate --json`` object: flat metrics, then per-category and per-language."""
@@ -92,7 +101,14 @@ def evaluate(guard: TopicGuard, examples: Sequence[Example]) -> Evaluation:
     import numpy as np
 
     rows = list(examples)
-    scores = guard.scores([e.text for e in rows])
+    judged = guard.judge([e.text for e in rows])
     labels = np.array([e.label for e in rows], dtype=bool)
-    metrics = compute_metrics(labels, scores, guard.threshold)
-    return Evaluation(examples=rows, scores=scores, threshold=guard.threshold, metrics=metrics)
+    metrics = compute_metrics(labels, judged.scores, judged.thresholds)
+    metrics["threshold"] = guard.threshold
+    return Evaluation(
+        examples=rows,
+        scores=judged.scores,
+        threshold=guard.threshold,
+        metrics=metrics,
+        thresholds=judged.thresholds,
+    )

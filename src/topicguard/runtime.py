@@ -4,6 +4,12 @@ benchmarks and Python users all go through this one object.
 Backends: ``torch`` (the Hugging Face model), ``onnx`` (``onnx/model.onnx``) and
 ``onnx-int8`` (``onnx/model.int8.onnx``), made by ``topicguard export``; ``auto`` takes
 the fastest one present. Every backend batches texts in order of length to pad little.
+
+Languages: a guard whose spec lists several languages detects each text's language
+(:mod:`topicguard.languages`). When the folder holds a ``multilingual/`` guard (trained from
+multilingual-e5-small for languages the fast model cannot serve), texts in the fast model's
+``fast_languages`` stay on the fast model and all others go to the multilingual one; each
+model applies its own calibration and threshold.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from topicguard._exceptions import DataError, MissingDependencyError, ModelError
 
-__all__ = ["BACKENDS", "OnnxBackend", "TopicGuard", "Verdict"]
+if TYPE_CHECKING:
+    from topicguard.languages import Detection, LanguageDetector
+
+__all__ = ["BACKENDS", "Judgement", "OnnxBackend", "TopicGuard", "Verdict"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,22 +35,47 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 _ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model.int8.onnx"}
 
 
+MULTILINGUAL_DIR = "multilingual"
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """The guard's decision on one text. ``score`` is the probability that it is on topic."""
+    """The guard's decision on one text. ``score`` is the probability that it is on topic;
+    ``lang`` the detected language (``und``: no letters) and ``lang_supported`` whether the
+    guard's spec lists it (both None for a guard that knows no languages)."""
 
     text: str
     label: str
     score: float
     allowed: bool
+    lang: str | None = None
+    lang_supported: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        row: dict[str, Any] = {
             "text": self.text,
             "label": self.label,
             "score": self.score,
             "allowed": self.allowed,
         }
+        if self.lang is not None:
+            row["lang"] = self.lang
+            row["lang_supported"] = self.lang_supported
+        return row
+
+
+@dataclass
+class Judgement:
+    """Scores, the threshold each text is held to, and the detected languages."""
+
+    scores: Any  # numpy float array
+    thresholds: Any  # numpy float array: a routed text meets its own model's threshold
+    langs: list[str | None]
+    supported: list[bool | None]
+
+    @property
+    def allowed(self) -> Any:
+        return self.scores >= self.thresholds
 
 
 class TorchBackend:
@@ -115,8 +149,11 @@ class TopicGuard:
         metadata: dict[str, Any],
         path: Path,
         label2id: dict[str, int],
+        *,
+        multilingual: TopicGuard | None = None,
     ) -> None:
         self.backend = backend
+        self.multilingual = multilingual
         self.tokenizer = tokenizer
         self.metadata = metadata
         self.path = path
@@ -133,6 +170,15 @@ class TopicGuard:
                 f"(labels: {sorted(label2id)}); retrain it with `topicguard train`"
             )
         self.allowed_index = int(label2id[self.allowed_label])
+        languages = metadata.get("languages") or []
+        routing = metadata.get("routing") or {}
+        self.languages: list[str] = [str(lang) for lang in languages]
+        self.fast_languages: list[str] = [str(x) for x in routing.get("fast_languages", [])]
+        self.detector: LanguageDetector | None = None
+        if self.languages:
+            from topicguard.languages import LanguageDetector
+
+            self.detector = LanguageDetector(self.languages)
 
     @classmethod
     def load(
@@ -178,7 +224,12 @@ class TopicGuard:
             tokenizer = _load_tokenizer(path)
             runner = OnnxBackend(onnx_path, tokenizer, max_length=max_length, threads=threads)
             label2id = _label2id(path)
-        guard = cls(runner, tokenizer, metadata, path, label2id)
+        multilingual = None
+        if (path / MULTILINGUAL_DIR / METADATA_FILE).is_file():
+            multilingual = cls.load(
+                path / MULTILINGUAL_DIR, backend=backend, threads=threads, warm_up=warm_up
+            )
+        guard = cls(runner, tokenizer, metadata, path, label2id, multilingual=multilingual)
         if warm_up:
             guard.scores(["warm-up"])
         return guard
@@ -253,8 +304,9 @@ class TopicGuard:
         return pieces, owners
 
     def margins(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
-        """Uncalibrated evidence for each text (numpy array): the allowed label's logit minus
-        the log-sum-exp of the others, so ``sigmoid(margin)`` is the raw softmax score."""
+        """Uncalibrated evidence of this model (no routing) for each text: the allowed label's
+        logit minus the log-sum-exp of the others, so ``sigmoid(margin)`` is the raw softmax
+        score."""
         import numpy as np
 
         logits = self.logits(texts, batch_size=batch_size).astype(np.float64)
@@ -263,25 +315,68 @@ class TopicGuard:
         others = np.delete(logits, self.allowed_index, axis=1)
         return logits[:, self.allowed_index] - np.logaddexp.reduce(others, axis=1)
 
-    def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
-        """Calibrated probability on topic for each text (numpy array), in input order."""
+    def routes(self, texts: Sequence[str]) -> tuple[list[Detection | None], list[bool]]:
+        """The detected language of each text, and whether it goes to the multilingual
+        model (never when this guard has none)."""
+        from topicguard.languages import UNDETERMINED
+
+        detections: list[Detection | None] = (
+            list(self.detector.detect_all(texts)) if self.detector else [None] * len(texts)
+        )
+        if self.multilingual is None:
+            return detections, [False] * len(texts)
+        keep = {*self.fast_languages, UNDETERMINED}
+        return detections, [d is not None and d.lang not in keep for d in detections]
+
+    def judge(self, texts: Sequence[str], *, batch_size: int = 64) -> Judgement:
+        """Calibrated scores and per-text thresholds, each text routed by its language."""
+        import numpy as np
+
         from topicguard.calibrate import sigmoid
 
-        return sigmoid(self.margins(texts, batch_size=batch_size) / self.temperature)
+        texts = list(texts)
+        detections, routed = self.routes(texts)
+        scores = np.empty(len(texts))
+        thresholds = np.full(len(texts), self.threshold)
+        here = [i for i, r in enumerate(routed) if not r]
+        there = [i for i, r in enumerate(routed) if r]
+        if here:
+            margins = self.margins([texts[i] for i in here], batch_size=batch_size)
+            scores[here] = sigmoid(margins / self.temperature)
+        if there:
+            assert self.multilingual is not None
+            scores[there] = self.multilingual.judge(
+                [texts[i] for i in there], batch_size=batch_size
+            ).scores
+            thresholds[there] = self.multilingual.threshold
+        return Judgement(
+            scores=scores,
+            thresholds=thresholds,
+            langs=[d.lang if d else None for d in detections],
+            supported=[d.supported if d else None for d in detections],
+        )
+
+    def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
+        """Calibrated probability on topic for each text (numpy array), in input order."""
+        return self.judge(texts, batch_size=batch_size).scores
 
     def classify(self, texts: Sequence[str] | str, *, batch_size: int = 64) -> list[Verdict]:
-        """Verdicts at the stored threshold. A single string is treated as a list of one."""
+        """Verdicts at the stored threshold(s). A single string is treated as a list of one."""
         if isinstance(texts, str):
             texts = [texts]
-        scores = self.scores(texts, batch_size=batch_size)
+        judged = self.judge(texts, batch_size=batch_size)
         return [
             Verdict(
                 text=text,
-                label=self.allowed_label if score >= self.threshold else self.blocked_label,
+                label=self.allowed_label if allowed else self.blocked_label,
                 score=round(float(score), 6),
-                allowed=bool(score >= self.threshold),
+                allowed=bool(allowed),
+                lang=lang,
+                lang_supported=supported,
             )
-            for text, score in zip(texts, scores, strict=True)
+            for text, score, allowed, lang, supported in zip(
+                texts, judged.scores, judged.allowed, judged.langs, judged.supported, strict=True
+            )
         ]
 
     def __repr__(self) -> str:

