@@ -69,3 +69,28 @@ def test_load_benchmark_runs_against_a_real_server(
     assert code == 0, result
     assert result["errors"] == 0 and result["requests"] > 0
     assert result["p50_ms"] <= result["p99_ms"]
+
+
+@requires_reference()
+def test_compare_benchmark_measures_every_method(
+    tiny_bert: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _load("compare").main(
+        ["--base-model", str(tiny_bert), "--epochs", "1", "--limit", "120", "--json"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary) == {"reference", "cross"}
+    for task in summary.values():
+        assert {
+            "tfidf_logreg",
+            "embedding_logreg",
+            "nearest_example",
+            "fine_tuned",
+            "fine_tuned_int8",
+        } <= set(task)
+        for name, row in task.items():
+            if name == "_split":
+                continue
+            assert 0 <= row["f1"] <= 1 and 0 <= row["leak_rate_at_1pct"] <= 1
+            assert row["p50_ms"] > 0 and row["train_seconds"] >= 0
