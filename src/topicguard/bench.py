@@ -21,13 +21,14 @@ __all__ = ["benchmark", "benchmark_texts"]
 logger = logging.getLogger(__name__)
 
 
-def benchmark_texts(limit: int = 500) -> list[str]:
-    """Real queries to time: the bundled example's held-out test texts."""
+def benchmark_texts(limit: int = 500, lang: str = "en") -> list[str]:
+    """Real queries to time: the bundled example's held-out test texts in ``lang``."""
     from topicguard.data import read_dataset
     from topicguard.spec import bundled_example, load_spec
 
     spec = load_spec(bundled_example())
-    return [e.text for p in spec.test_paths() for e in read_dataset(p)][:limit]
+    rows = [e for p in spec.test_paths() for e in read_dataset(p)]
+    return [e.text for e in rows if (e.lang or "en") == lang][:limit]
 
 
 def benchmark(
@@ -66,6 +67,7 @@ def benchmark(
         base = results["pipeline"]["p50_ms"]
         for values in results.values():
             values["speedup_vs_pipeline"] = round(base / values["p50_ms"], 2)
+    languages = _languages(model_dir, backends[-1] if backends else "auto", threads, batch_size)
     return {
         "model": str(model_dir),
         "n_single": len(singles),
@@ -73,7 +75,31 @@ def benchmark(
         "batch_size": batch_size,
         "threads": _threads(threads),
         "backends": results,
+        "languages": languages,
     }
+
+
+def _languages(
+    model_dir: Path, backend: str, threads: int | None, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """For a guard with a multilingual model: the whole routed guard (language detection
+    included) timed on each language of the bundled test split."""
+    from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
+
+    if not (model_dir / MULTILINGUAL_DIR / METADATA_FILE).is_file():
+        return {}
+    guard = TopicGuard.load(model_dir, backend=backend, threads=threads)
+    out = {}
+    for lang in guard.languages:
+        texts = benchmark_texts(lang=lang)
+        if texts:
+            out[lang] = _measure(
+                lambda batch: guard.scores(batch, batch_size=batch_size),
+                (texts * (100 // len(texts) + 1))[:100],
+                texts,
+                batch_size,
+            )
+    return out
 
 
 def _measure(run: Any, singles: list[str], texts: list[str], batch_size: int) -> dict[str, float]:

@@ -16,8 +16,10 @@ the calibrated scores for one of four objectives:
   ``(k+1)/(n+1) <= target`` (split-conformal), so a new on-topic query from the same
   distribution is blocked with probability at most ``target``.
 
-``topicguard train`` calibrates on its validation split; ``topicguard calibrate MODEL DATA``
-recalibrates a trained guard on any labelled data and rewrites its ``topicguard.json``.
+``topicguard train`` calibrates on its validation split and keeps those scores, so
+``topicguard calibrate MODEL --max-f1`` moves the operating point later without retraining;
+``topicguard calibrate MODEL DATA`` recalibrates on any labelled data. Both rewrite
+``topicguard.json`` (for a routed guard, each model's own, on the rows routed to it).
 """
 
 from __future__ import annotations
@@ -238,22 +240,66 @@ def fit_calibration(
 
 def calibrate(
     model_dir: str | Path,
-    examples: Sequence[Example],
+    examples: Sequence[Example] | None = None,
     objective: Objective | None = None,
     *,
     backend: str = "auto",
-) -> Calibration:
-    """Recalibrate a trained guard on labelled ``examples`` and rewrite its metadata file."""
+) -> list[Calibration]:
+    """Recalibrate a trained guard and rewrite its metadata; one result per model (a routed
+    guard has two). With ``examples``, each model is fitted on the rows routed to it; without,
+    on the validation scores stored at training time."""
     from topicguard.runtime import METADATA_FILE, TopicGuard, read_metadata
 
     model_dir = Path(model_dir)
     guard = TopicGuard.load(model_dir, backend=backend, warm_up=False)
-    labels = np.array([e.label for e in examples], dtype=bool)
-    margins = guard.margins([e.text for e in examples])
-    calibration = fit_calibration(labels, margins, objective)
-    metadata = read_metadata(model_dir)
-    metadata["threshold"] = calibration.threshold
-    metadata["threshold_objective"] = calibration.objective
-    metadata["calibration"] = calibration.to_dict() | {"data": "topicguard calibrate"}
-    atomic_write_text(model_dir / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False))
-    return calibration
+    jobs: list[tuple[Any, list[Example] | None]] = [(guard, None)]
+    if examples is None:
+        if guard.multilingual is not None:
+            jobs.append((guard.multilingual, None))
+    else:
+        rows = list(examples)
+        _, routed = guard.routes([e.text for e in rows])
+        jobs = [(guard, [e for e, r in zip(rows, routed, strict=True) if not r])]
+        if guard.multilingual is not None:
+            jobs.append((guard.multilingual, [e for e, r in zip(rows, routed, strict=True) if r]))
+    results = []
+    for model, subset in jobs:
+        metadata = read_metadata(model.path)
+        if subset is None:
+            stored = (metadata.get("calibration") or {}).get("validation")
+            if not stored:
+                raise DataError(
+                    f"{model.path} keeps no validation scores (trained by an older version): "
+                    f"pass labelled data, `topicguard calibrate {model_dir} DATA`"
+                )
+            labels = np.array(stored["labels"], dtype=bool)
+            margins = np.array(stored["margins"], dtype=np.float64)
+            source = "validation split"
+        else:
+            if len(jobs) > 1 and not _both_classes(subset):
+                logger.warning(
+                    "%s: the data routed to it has %d rows, not both classes: left as it was",
+                    model.path,
+                    len(subset),
+                )
+                continue
+            labels = np.array([e.label for e in subset], dtype=bool)
+            margins = model.margins([e.text for e in subset])
+            source = "topicguard calibrate"
+        calibration = fit_calibration(labels, margins, objective)
+        previous = metadata.get("calibration") or {}
+        metadata["threshold"] = calibration.threshold
+        metadata["threshold_objective"] = calibration.objective
+        metadata["calibration"] = calibration.to_dict() | {"data": source}
+        if "validation" in previous:
+            metadata["calibration"]["validation"] = previous["validation"]
+        atomic_write_text(
+            model.path / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False)
+        )
+        results.append(calibration)
+    return results
+
+
+def _both_classes(rows: Sequence[Example]) -> bool:
+    labels = {e.label for e in rows}
+    return labels == {True, False}

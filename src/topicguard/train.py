@@ -309,7 +309,16 @@ def train(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "threshold": threshold,
         "threshold_objective": calibration.objective,
-        "calibration": calibration.to_dict() | {"data": "validation split"},
+        "calibration": calibration.to_dict()
+        | {
+            "data": "validation split",
+            # kept so that `topicguard calibrate MODEL --max-f1` (no data) can move the
+            # operating point later without retraining
+            "validation": {
+                "margins": [round(float(m), 5) for m in val_margins[served]],
+                "labels": [bool(y) for y in val_labels[served]],
+            },
+        },
         "labels": {"allowed": labels.allowed, "blocked": labels.blocked},
         "max_length": max_length,
         "base_model": config.base_model,

@@ -125,8 +125,13 @@ def train(
 def calibrate(
     model: ModelDir,
     data: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, help="labelled datasets")
-    ],
+        Optional[list[Path]],  # noqa: UP045
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="labelled datasets (default: the validation scores kept at training)",
+        ),
+    ] = None,
     target_false_block: TargetFalseBlock = None,
     max_f1: MaxF1 = False,
     cost_ratio: CostRatio = None,
@@ -142,10 +147,12 @@ def calibrate(
         objective = Objective.from_options(
             target_false_block=target_false_block, max_f1=max_f1, cost_ratio=cost_ratio
         )
-        examples = read_datasets(data, label_column=label_column)
-        result = run_calibration(model, examples, objective, backend=backend)
+        examples = read_datasets(data, label_column=label_column) if data else None
+        results = run_calibration(model, examples, objective, backend=backend)
         typer.echo(f"model: {model} (topicguard.json updated)")
-        _print_calibration(result, objective, ", ".join(p.name for p in data))
+        where = ", ".join(p.name for p in data) if data else "validation"
+        for result in results:
+            _print_calibration(result, objective, where)
 
 
 @app.command()
@@ -312,6 +319,13 @@ def bench(
                 f"{name:<10} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
                 f"{r['throughput_qps']:>10.0f} {r.get('speedup_vs_pipeline', 1):>8.1f}x"
             )
+        if result["languages"]:
+            typer.echo("\nthe routed guard (language detection included), per language:")
+            for lang, r in result["languages"].items():
+                typer.echo(
+                    f"{lang:<10} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                    f"{r['throughput_qps']:>10.0f}"
+                )
 
 
 @app.command()
