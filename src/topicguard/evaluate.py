@@ -51,6 +51,11 @@ class Evaluation:
                 group["false_blocks" if example.label else "leaks"] += 1
         for group in groups.values():
             group["accuracy"] = 1 - group["errors"] / group["n"]
+            off_topic = group["n"] - group["on_topic"]
+            group["false_block_rate"] = (
+                group["false_blocks"] / group["on_topic"] if group["on_topic"] else math.nan
+            )
+            group["leak_rate"] = group["leaks"] / off_topic if off_topic else math.nan
         return dict(sorted(groups.items()))
 
     def errors(self) -> list[dict[str, Any]]:
@@ -92,7 +97,10 @@ class Evaluation:
         ):
             groups = self.breakdown(column)
             if groups:
-                result[key] = groups
+                result[key] = {
+                    name: {k: None if math.isnan(v) else v for k, v in group.items()}
+                    for name, group in groups.items()
+                }
         return result
 
 

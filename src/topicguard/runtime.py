@@ -257,9 +257,7 @@ class TopicGuard:
         from topicguard.models import softmax
 
         texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"text {i + 1} is empty: give the guard something to judge")
+        _check_texts(texts)
         pieces, owners = self._windows(texts)
         logits = self.backend.logits(pieces, batch_size=batch_size)
         if len(pieces) == len(texts):
@@ -335,6 +333,7 @@ class TopicGuard:
         from topicguard.calibrate import sigmoid
 
         texts = list(texts)
+        _check_texts(texts)  # before routing, so that the error names the caller's index
         detections, routed = self.routes(texts)
         scores = np.empty(len(texts))
         thresholds = np.full(len(texts), self.threshold)
@@ -384,6 +383,12 @@ class TopicGuard:
             f"TopicGuard(path={str(self.path)!r}, backend={self.backend_name!r}, "
             f"threshold={self.threshold:.3f})"
         )
+
+
+def _check_texts(texts: list[str]) -> None:
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"text {i + 1} is empty: give the guard something to judge")
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -99,8 +99,8 @@ def train(
         )
         out_dir = out or Path("runs") / guard_spec.name
         logger.info(
-            "training %s on %d queries from %s",
-            config.base_model,
+            "training a guard for %s on %d queries from %s",
+            ", ".join(guard_spec.languages),
             len(examples),
             ", ".join(str(p) for p in paths),
         )
