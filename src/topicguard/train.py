@@ -46,7 +46,6 @@ __all__ = ["TrainConfig", "TrainResult", "data_fingerprint", "train", "train_gua
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-LARGE_VOCABULARY = 100_000  # above this, the word embeddings stay fixed while fine-tuning
 
 
 @dataclass
@@ -178,13 +177,6 @@ def train(
         source, id2label=id2label, trust_remote_code=config.trust_remote_code
     )
     max_length = _usable_max_length(config.max_length, tokenizer, model)
-    embeddings: Any = model.get_input_embeddings()
-    if embeddings.num_embeddings > LARGE_VOCABULARY:
-        # a multilingual vocabulary (250k rows in multilingual-e5) holds most of the weights,
-        # and a few thousand queries touch few of its rows: keeping it fixed spares AdamW two
-        # 96M-value state tensors (~770 MB) and keeps the tokens of unseen languages intact
-        embeddings.weight.requires_grad_(False)
-        logger.info("word embeddings kept fixed (%d-token vocabulary)", embeddings.num_embeddings)
 
     texts = [e.text for e in train_rows]
     targets = torch.tensor([int(e.label) for e in train_rows])
@@ -197,17 +189,11 @@ def train(
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     params = [
         {
-            "params": [
-                p
-                for n, p in model.named_parameters()
-                if p.requires_grad and not n.endswith(no_decay)
-            ],
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
             "weight_decay": config.weight_decay,
         },
         {
-            "params": [
-                p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)
-            ],
+            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
             "weight_decay": 0.0,
         },
     ]

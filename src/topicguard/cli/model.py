@@ -267,6 +267,8 @@ def export(
                     f"max logit difference {report.int8_max_abs_diff:.2f}, first "
                     f"{report.int8_float_layers} encoder layers kept in float"
                 )
+            if report.int8_skipped:
+                typer.echo(f"no int8 copy of {report.path.parent.parent}: {report.int8_skipped}")
 
 
 @app.command()
