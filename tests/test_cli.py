@@ -379,3 +379,14 @@ def test_corrupt_metadata_is_a_clear_error(tiny_guard: Path, tmp_path: Path) -> 
     (broken / "topicguard.json").write_text(json.dumps(meta))
     result = runner.invoke(app, ["classify", str(broken), "hi"])
     assert result.exit_code == 1 and "invalid threshold" in result.stderr
+
+
+def test_logging_after_a_command_finds_the_current_stderr(
+    small_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    assert CliRunner().invoke(app, ["data", "check", str(small_dataset)]).exit_code == 0
+    logging.getLogger("topicguard").warning("a message after the command's stderr closed")
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "after the command" in err

@@ -78,9 +78,9 @@ def test_multilingual_guard_learns_chinese(tmp_path: Path, monkeypatch: pytest.M
     spec = load_spec(bundled_example())
     rows = read_dataset(spec.train_paths()[0])
     random.Random(0).shuffle(rows)
-    chinese = [e for e in rows if e.lang == "zh"][:160]
-    english = [e for e in rows if e.lang == "en"][:160]
-    config = TrainConfig(epochs=2, max_length=64)
+    chinese = [e for e in rows if e.lang == "zh"][:400]
+    english = [e for e in rows if e.lang == "en"][:200]
+    config = TrainConfig(epochs=3, max_length=64)
     train_guard(chinese + english, tmp_path / "guard", config, spec=spec)
     guard = TopicGuard.load(tmp_path / "guard")
     assert guard.multilingual is not None

