@@ -390,3 +390,18 @@ def test_logging_after_a_command_finds_the_current_stderr(
     logging.getLogger("topicguard").warning("a message after the command's stderr closed")
     err = capsys.readouterr().err
     assert "Logging error" not in err and "after the command" in err
+
+
+def test_evaluate_report_ignores_an_unreadable_bench_file(
+    tiny_guard: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_guard, model)
+    (model / "bench.json").write_text("{not json")
+    result = CliRunner().invoke(
+        app, ["evaluate", str(model), str(small_dataset), "--report", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Latency" not in (tmp_path / "r" / "report.html").read_text()

@@ -81,6 +81,15 @@ def test_export_and_bench_commands(guard_copy: Path) -> None:
             values
         )
         assert values["p50_ms"] > 0
+    # the result stays in the model folder, and the evaluation report shows it
+    assert json.loads((guard_copy / "bench.json").read_text())["backends"] == backends
+    from topicguard.spec import bundled_example, load_spec
+
+    test_file = str(load_spec(bundled_example()).test_paths()[0])
+    report = guard_copy.parent / "report"
+    result = runner.invoke(app, ["evaluate", str(guard_copy), test_file, "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "Latency" in (report / "report.html").read_text()
     result = runner.invoke(app, ["bench", str(guard_copy), "--backend", "gpu"])
     assert result.exit_code == 1 and "unknown backend" in result.stderr
     result = runner.invoke(app, ["classify", str(guard_copy), "--backend", "onnx", "hello"])

@@ -182,12 +182,11 @@ def evaluate(
         if report is not None:
             from topicguard.report import write_report
 
-            bench_file = model / BENCH_FILE
             write_report(
                 evaluation,
                 report,
                 title=f"{model.name} on {', '.join(p.name for p in data)}",
-                bench=json.loads(bench_file.read_text()) if bench_file.is_file() else None,
+                bench=_saved_bench(model),
             )
             logger.info("report written to %s", report)
         if as_json:
@@ -368,6 +367,19 @@ def serve(
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
         run(config, host=host, port=port, guard=guard)
+
+
+def _saved_bench(model: Path) -> dict[str, Any] | None:
+    """The latency figures `bench` left in the model folder, if any (and readable)."""
+    path = model / BENCH_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("ignoring %s: %s", path, exc)
+        return None
+    return result if isinstance(result, dict) and "backends" in result else None
 
 
 def _print_calibration(calibration: Any, objective: Any, data: str) -> None:
