@@ -138,7 +138,7 @@ def calibrate(
     label_column: LabelColumn = None,
     backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
 ) -> None:
-    """Refit a guard's score calibration and threshold on labelled data, for an objective."""
+    """Refit score calibration and threshold for an objective: on kept validation scores or DATA."""
     with clean_errors():
         from topicguard.calibrate import Objective
         from topicguard.calibrate import calibrate as run_calibration
