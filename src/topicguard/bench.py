@@ -45,7 +45,7 @@ def benchmark(
     for each requested (default: every available) backend, plus ``pipeline``."""
     model_dir = Path(model_dir)
     texts = list(texts) if texts else benchmark_texts()
-    singles = (texts * (single_queries // max(len(texts), 1) + 1))[:single_queries]
+    singles = _repeat(texts, single_queries)
     if backends is None:
         backends = ["torch"] + [
             b
@@ -53,6 +53,7 @@ def benchmark(
             if (model_dir / "onnx" / f).is_file()
         ]
     results: dict[str, dict[str, float]] = {}
+    guard = None
     if include_pipeline:
         results["pipeline"] = _pipeline(model_dir, singles, texts, batch_size, threads)
     for name in backends:
@@ -67,7 +68,9 @@ def benchmark(
         base = results["pipeline"]["p50_ms"]
         for values in results.values():
             values["speedup_vs_pipeline"] = round(base / values["p50_ms"], 2)
-    languages = _languages(model_dir, backends[-1] if backends else "auto", threads, batch_size)
+    if guard is None:
+        guard = TopicGuard.load(model_dir, threads=threads)
+    languages = _languages(guard, batch_size) if guard.multilingual is not None else {}
     return {
         "model": str(model_dir),
         "n_single": len(singles),
@@ -79,27 +82,25 @@ def benchmark(
     }
 
 
-def _languages(
-    model_dir: Path, backend: str, threads: int | None, batch_size: int
-) -> dict[str, dict[str, float]]:
-    """For a guard with a multilingual model: the whole routed guard (language detection
-    included) timed on each language of the bundled test split."""
-    from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
-
-    if not (model_dir / MULTILINGUAL_DIR / METADATA_FILE).is_file():
-        return {}
-    guard = TopicGuard.load(model_dir, backend=backend, threads=threads)
+def _languages(guard: TopicGuard, batch_size: int) -> dict[str, dict[str, float]]:
+    """The whole routed guard (language detection included) timed on each of its languages
+    in the bundled test split."""
     out = {}
     for lang in guard.languages:
         texts = benchmark_texts(lang=lang)
         if texts:
             out[lang] = _measure(
                 lambda batch: guard.scores(batch, batch_size=batch_size),
-                (texts * (100 // len(texts) + 1))[:100],
+                _repeat(texts, 100),
                 texts,
                 batch_size,
             )
     return out
+
+
+def _repeat(texts: list[str], n: int) -> list[str]:
+    """``n`` texts, cycling through ``texts``."""
+    return (texts * (n // max(len(texts), 1) + 1))[:n]
 
 
 def _measure(run: Any, singles: list[str], texts: list[str], batch_size: int) -> dict[str, float]:

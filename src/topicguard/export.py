@@ -218,12 +218,13 @@ def export_guard(model_dir: str | Path, *, int8: bool = False) -> list[ExportRep
     """Export a guard folder: its model and, when present, its multilingual model. The
     multilingual model's int8 copy is optional: when it drifts from PyTorch beyond the
     agreement bar, that model runs on fp32 ONNX (the runtime falls back to it)."""
-    from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
+    from topicguard.runtime import multilingual_path
 
     model_dir = Path(model_dir)
     reports = [export_onnx(model_dir, int8=int8)]
-    if (model_dir / MULTILINGUAL_DIR / METADATA_FILE).is_file():
-        reports.append(export_onnx(model_dir / MULTILINGUAL_DIR, int8=int8, int8_optional=True))
+    second = multilingual_path(model_dir)
+    if second is not None:
+        reports.append(export_onnx(second, int8=int8, int8_optional=True))
     return reports
 
 

@@ -225,8 +225,8 @@ class TopicGuard:
             runner = OnnxBackend(onnx_path, tokenizer, max_length=max_length, threads=threads)
             label2id = _label2id(path)
         multilingual = None
-        second = path / MULTILINGUAL_DIR
-        if (second / METADATA_FILE).is_file():
+        second = multilingual_path(path)
+        if second is not None:
             # its int8 copy is optional (export keeps it only when it agrees with PyTorch)
             if backend == "onnx-int8" and not (second / _ONNX_FILES[backend]).is_file():
                 backend = "onnx"
@@ -338,18 +338,15 @@ class TopicGuard:
         _check_texts(texts)  # before routing, so that the error names the caller's index
         detections, routed = self.routes(texts)
         scores = np.empty(len(texts))
-        thresholds = np.full(len(texts), self.threshold)
+        thresholds = np.empty(len(texts))
         here = [i for i, r in enumerate(routed) if not r]
         there = [i for i, r in enumerate(routed) if r]
-        if here:
-            margins = self.margins([texts[i] for i in here], batch_size=batch_size)
-            scores[here] = sigmoid(margins / self.temperature)
-        if there:
-            assert self.multilingual is not None
-            scores[there] = self.multilingual.judge(
-                [texts[i] for i in there], batch_size=batch_size
-            ).scores
-            thresholds[there] = self.multilingual.threshold
+        for model, rows in ((self, here), (self.multilingual, there)):
+            if rows:
+                assert model is not None  # routes() sends nothing to a missing model
+                margins = model.margins([texts[i] for i in rows], batch_size=batch_size)
+                scores[rows] = sigmoid(margins / model.temperature)
+                thresholds[rows] = model.threshold
         return Judgement(
             scores=scores,
             thresholds=thresholds,
@@ -385,6 +382,12 @@ class TopicGuard:
             f"TopicGuard(path={str(self.path)!r}, backend={self.backend_name!r}, "
             f"threshold={self.threshold:.3f})"
         )
+
+
+def multilingual_path(path: Path) -> Path | None:
+    """The multilingual model folder inside a guard folder, if it has one."""
+    second = path / MULTILINGUAL_DIR
+    return second if (second / METADATA_FILE).is_file() else None
 
 
 def _check_texts(texts: list[str]) -> None:
