@@ -133,11 +133,7 @@ def fit_temperature(
 
     m = np.asarray(margins, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
-    if len(m) == 0 or y.all() or (~y).all():
-        raise DataError(
-            "calibration needs on-topic and off-topic rows: "
-            f"got {int(y.sum())} on-topic and {int((~y).sum())} off-topic"
-        )
+    _require_both_classes(y, "calibration")
     signed = np.where(y, m, -m)
 
     def loss(log_t: float) -> float:
@@ -146,6 +142,14 @@ def fit_temperature(
     low, high = (math.log(t) for t in TEMPERATURE_RANGE)
     result = minimize_scalar(loss, bounds=(low, high), method="bounded")
     return float(math.exp(result.x))
+
+
+def _require_both_classes(y: np.ndarray, what: str) -> None:
+    if len(y) == 0 or y.all() or (~y).all():
+        raise DataError(
+            f"{what} needs on-topic and off-topic rows: "
+            f"got {int(y.sum())} on-topic and {int((~y).sum())} off-topic"
+        )
 
 
 def choose_threshold(
@@ -157,11 +161,7 @@ def choose_threshold(
     objective = objective or Objective()
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
-    if len(y) == 0 or y.all() or (~y).all():
-        raise DataError(
-            "choosing a threshold needs on-topic and off-topic rows: "
-            f"got {int(y.sum())} on-topic and {int((~y).sum())} off-topic"
-        )
+    _require_both_classes(y, "choosing a threshold")
     if objective.kind == "accuracy":
         return accuracy_threshold(y, s)
     if objective.kind == "target_false_block":

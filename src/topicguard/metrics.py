@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["HEADLINE_METRICS", "calibration_error", "choose_threshold", "compute_metrics"]
+__all__ = [
+    "HEADLINE_METRICS",
+    "calibration_error",
+    "choose_threshold",
+    "compute_metrics",
+    "reliability_bins",
+]
 
 # The metrics a person reads first, in the order tables show them.
 HEADLINE_METRICS = (
@@ -83,19 +89,27 @@ def choose_threshold(
     return float(eligible[np.argmin(np.abs(eligible - 0.5))])
 
 
+def reliability_bins(
+    labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, bins: int = 10
+) -> list[tuple[float, float, int]]:
+    """Per non-empty equal-width score bin: (mean score, observed on-topic share, rows)."""
+    y = np.asarray(labels, dtype=float)
+    s = np.asarray(scores, dtype=float)
+    index = np.minimum((s * bins).astype(int), bins - 1)
+    out = []
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            out.append((float(s[mask].mean()), float(y[mask].mean()), int(mask.sum())))
+    return out
+
+
 def calibration_error(
     labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray, bins: int = 10
 ) -> float:
     """Expected calibration error: the mean gap between the predicted and the observed
     on-topic share over equal-width score bins, weighted by their size (0 is perfect)."""
-    labels = np.asarray(labels, dtype=float)
-    scores = np.asarray(scores, dtype=float)
     if len(labels) == 0:
         return float("nan")
-    index = np.minimum((scores * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            total += mask.sum() * abs(labels[mask].mean() - scores[mask].mean())
-    return float(total / len(labels))
+    gaps = sum(n * abs(share - mean) for mean, share, n in reliability_bins(labels, scores, bins))
+    return float(gaps / len(labels))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topicguard._io import atomic_write_text
-from topicguard.metrics import HEADLINE_METRICS
+from topicguard.metrics import HEADLINE_METRICS, reliability_bins
 
 if TYPE_CHECKING:
     from topicguard.evaluate import Evaluation
@@ -153,14 +153,8 @@ def _plots(evaluation: Evaluation, out: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(4.6, 4.0))
     edges = np.linspace(0, 1, 11)
-    index = np.minimum((scores * 10).astype(int), 9)
-    centres, observed, counts = [], [], []
-    for b in range(10):
-        mask = index == b
-        if mask.any():
-            centres.append(scores[mask].mean())
-            observed.append(labels[mask].mean())
-            counts.append(int(mask.sum()))
+    bins = reliability_bins(labels, scores, 10)
+    centres, observed, counts = zip(*bins, strict=True) if bins else ((), (), ())
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect")
     ax.plot(centres, observed, marker="o", color="tab:blue", label="this guard")
     for x, y, n in zip(centres, observed, counts, strict=True):
