@@ -149,6 +149,16 @@ def test_calibrate_routed_guard_fits_each_model_on_its_rows(
     assert second["threshold_objective"] == "max_f1"
     assert len(calibrate(model)) == 2  # the stored validation scores of both models
 
+    # one model without stored scores: an error, and neither model's file is touched
+    second_file = model / "multilingual" / "topicguard.json"
+    stripped = json.loads(second_file.read_text())
+    del stripped["calibration"]["validation"]
+    second_file.write_text(json.dumps(stripped))
+    before = (model / "topicguard.json").read_text()
+    with pytest.raises(DataError, match="keeps no validation scores"):
+        calibrate(model, objective=Objective("max_f1"))
+    assert (model / "topicguard.json").read_text() == before
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -262,7 +262,7 @@ def calibrate(
         jobs = [(guard, [e for e, r in zip(rows, routed, strict=True) if not r])]
         if guard.multilingual is not None:
             jobs.append((guard.multilingual, [e for e, r in zip(rows, routed, strict=True) if r]))
-    results = []
+    fitted: list[tuple[Path, dict[str, Any], Calibration]] = []
     for model, subset in jobs:
         metadata = read_metadata(model.path)
         if subset is None:
@@ -293,11 +293,11 @@ def calibrate(
         metadata["calibration"] = calibration.to_dict() | {"data": source}
         if "validation" in previous:
             metadata["calibration"]["validation"] = previous["validation"]
-        atomic_write_text(
-            model.path / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False)
-        )
-        results.append(calibration)
-    return results
+        fitted.append((model.path, metadata, calibration))
+    # written only once every model has been fitted: a failure leaves the guard as it was
+    for path, metadata, _ in fitted:
+        atomic_write_text(path / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False))
+    return [calibration for _, _, calibration in fitted]
 
 
 def _both_classes(rows: Sequence[Example]) -> bool:
