@@ -258,8 +258,7 @@ class TopicGuard:
 
         from topicguard.models import softmax
 
-        texts = list(texts)
-        _check_texts(texts)
+        texts = _checked(texts)
         pieces, owners = self._windows(texts)
         logits = self.backend.logits(pieces, batch_size=batch_size)
         if len(pieces) == len(texts):
@@ -334,8 +333,7 @@ class TopicGuard:
 
         from topicguard.calibrate import sigmoid
 
-        texts = list(texts)
-        _check_texts(texts)  # before routing, so that the error names the caller's index
+        texts = _checked(texts)  # before routing, so that the error names the caller's index
         detections, routed = self.routes(texts)
         scores = np.empty(len(texts))
         thresholds = np.empty(len(texts))
@@ -390,10 +388,19 @@ def multilingual_path(path: Path) -> Path | None:
     return second if (second / METADATA_FILE).is_file() else None
 
 
-def _check_texts(texts: list[str]) -> None:
-    for i, text in enumerate(texts):
+def _checked(texts: Sequence[str]) -> list[str]:
+    """The texts, each one non-empty and encodable: a lone surrogate (which a JSON body can
+    carry as ``\\ud800``) becomes U+FFFD instead of crashing the tokenizer."""
+    out = list(texts)
+    for i, text in enumerate(out):
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"text {i + 1} is empty: give the guard something to judge")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                out[i] = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return out
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
