@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -234,3 +235,31 @@ def test_routed_export_keeps_fp32_when_multilingual_int8_drifts(
     assert guard.backend_name == "onnx-int8"
     assert guard.multilingual is not None and guard.multilingual.backend_name == "onnx"
     assert guard.judge([ZH[0]]).thresholds[0] == guard.multilingual.threshold
+
+
+@pytest.mark.parametrize("which", ["default", "e5"])
+def test_the_rust_encoder_gives_the_wrappers_inputs(which: str, request: Any) -> None:
+    """The ONNX backend's fast path must feed the model exactly what the wrapper would."""
+    from transformers import AutoTokenizer
+
+    from topicguard.models import resolve_base_model
+    from topicguard.runtime import _rust_encoder
+
+    source = (
+        resolve_base_model(None) if which == "default" else request.getfixturevalue("e5_folder")
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    encoder = _rust_encoder(tokenizer, 24)
+    texts = [
+        "Where is my parcel?",
+        "my parcel SB4829103375 still hasnt arrived, its been a week and nobody answers " * 3,
+        *ZH,
+        "¿Cuánto cuesta enviar un paquete de 2 kg a Francia?",
+        "🙂🙂",
+    ]
+    wrapped = tokenizer(texts, padding=True, truncation=True, max_length=24, return_tensors="np")
+    encodings = encoder.encode_batch(texts)
+    assert np.array_equal(np.array([e.ids for e in encodings]), wrapped["input_ids"])
+    assert np.array_equal(
+        np.array([e.attention_mask for e in encodings]), wrapped["attention_mask"]
+    )

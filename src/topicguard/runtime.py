@@ -116,6 +116,7 @@ class OnnxBackend:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.encoder = _rust_encoder(tokenizer, max_length)
 
     def logits(self, texts: list[str], batch_size: int = 64) -> Any:
         import numpy as np
@@ -124,19 +125,34 @@ class OnnxBackend:
         logits = None
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
+            out = self.session.run(None, self.encode([texts[i] for i in chunk]))[0]
+            if logits is None:
+                logits = np.empty((len(texts), out.shape[1]), dtype=np.float32)
+            logits[chunk] = out
+        return logits if logits is not None else np.empty((0, 2), dtype=np.float32)
+
+    def encode(self, texts: list[str]) -> dict[str, Any]:
+        """The model's inputs for ``texts``, padded to the longest and truncated to the
+        window: straight from the Rust tokenizer when there is one (a single query costs a
+        third of the Python wrapper's time), else through the wrapper. Same ids either way."""
+        import numpy as np
+
+        if self.encoder is None:
             batch = self.tokenizer(
-                [texts[i] for i in chunk],
+                texts,
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="np",
             )
-            feed = {name: batch[name].astype(np.int64) for name in self.inputs}
-            out = self.session.run(None, feed)[0]
-            if logits is None:
-                logits = np.empty((len(texts), out.shape[1]), dtype=np.float32)
-            logits[chunk] = out
-        return logits if logits is not None else np.empty((0, 2), dtype=np.float32)
+            return {name: batch[name].astype(np.int64) for name in self.inputs}
+        encodings = self.encoder.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {name: np.array(columns[name], dtype=np.int64) for name in self.inputs}
 
 
 class TopicGuard:
@@ -440,6 +456,25 @@ def read_metadata(path: Path) -> dict[str, Any]:
             f"recalibrate with `topicguard calibrate {path} DATA`"
         )
     return metadata
+
+
+def _rust_encoder(tokenizer: Any, max_length: int) -> Any:
+    """A copy of a fast tokenizer's Rust backend that truncates to ``max_length`` and pads to
+    the longest text of a batch, as the wrapper's ``__call__`` would; None for slow ones."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or tokenizer.pad_token_id is None:
+        return None
+    from tokenizers import Tokenizer
+
+    encoder = Tokenizer.from_str(backend.to_str())
+    encoder.enable_truncation(max_length)
+    encoder.enable_padding(
+        direction=tokenizer.padding_side,
+        pad_id=tokenizer.pad_token_id,
+        pad_token=tokenizer.pad_token,
+        pad_type_id=getattr(tokenizer, "pad_token_type_id", 0),
+    )
+    return encoder
 
 
 def _load_tokenizer(path: Path) -> Any:
