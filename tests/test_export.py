@@ -33,7 +33,17 @@ def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
     assert report.path == guard_copy / "onnx" / "model.onnx" and report.path.is_file()
     assert report.int8_path is not None and report.int8_path.is_file()
     assert report.fp32_label_agreement == 1.0 and report.fp32_max_abs_diff <= 1e-3
+    assert report.fused and report.int8_fused  # BERT: ONNX Runtime's fusions apply
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(report.path)).graph.node}
+    assert {"Attention", "SkipLayerNormalization"} <= ops
     assert json.loads((guard_copy / "onnx" / "export.json").read_text())["n_checked"] == 5
+    assert sorted(p.name for p in (guard_copy / "onnx").iterdir()) == [
+        "export.json",
+        "model.int8.onnx",
+        "model.onnx",
+    ]  # no staging files left behind
     torch_scores = TopicGuard.load(guard_copy, backend="torch").scores(TEXTS)
     onnx_scores = TopicGuard.load(guard_copy, backend="onnx").scores(TEXTS)
     assert onnx_scores == pytest.approx(torch_scores, abs=1e-4)
@@ -46,7 +56,7 @@ def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(guard_copy: Path)
     with pytest.raises(ModelError, match="int8 ONNX agrees with PyTorch on only"):
         export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=1.01)
     assert not (guard_copy / "onnx" / "model.int8.onnx").exists()
-    assert not list((guard_copy / "onnx").glob(".*tmp"))
+    assert not list((guard_copy / "onnx").glob(".*"))
 
 
 def test_modernbert_exports(tiny_modernbert: Path, small_dataset: Path, tmp_path: Path) -> None:
@@ -56,6 +66,7 @@ def test_modernbert_exports(tiny_modernbert: Path, small_dataset: Path, tmp_path
     train(read_dataset(small_dataset), tmp_path / "mb", config)
     report = export_onnx(tmp_path / "mb", texts=TEXTS)
     assert report.fp32_label_agreement == 1.0
+    assert not report.fused  # the optimizer's fusions are for BERT-like graphs only
     scores = TopicGuard.load(tmp_path / "mb", backend="onnx").scores(TEXTS)
     reference = TopicGuard.load(tmp_path / "mb", backend="torch").scores(TEXTS)
     assert scores == pytest.approx(reference, abs=1e-4)

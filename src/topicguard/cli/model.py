@@ -257,14 +257,16 @@ def export(
 
         for report in export_guard(model, int8=int8):
             typer.echo(
-                f"{report.path}: same label as PyTorch on {report.n_checked} texts, max logit "
-                f"difference {report.fp32_max_abs_diff:.1e} (tolerance {FP32_ATOL})"
+                f"{report.path}{' (fused)' if report.fused else ''}: same label as PyTorch on "
+                f"{report.n_checked} texts, max logit difference {report.fp32_max_abs_diff:.1e} "
+                f"(tolerance {FP32_ATOL})"
             )
             if report.int8_path is not None:
                 typer.echo(
                     f"{report.int8_path}: label agreement {report.int8_label_agreement:.2%}, "
                     f"max logit difference {report.int8_max_abs_diff:.2f}, first "
                     f"{report.int8_float_layers} encoder layers kept in float"
+                    f"{', fused graph' if report.int8_fused else ''}"
                 )
             if report.int8_skipped:
                 typer.echo(f"no int8 copy of {report.path.parent.parent}: {report.int8_skipped}")
