@@ -48,8 +48,7 @@ class ExportReport:
     int8_max_abs_diff: float | None
     int8_float_layers: int | None = None
     int8_skipped: str | None = None  # why no int8 copy was kept, when one was optional
-    fused: bool = False  # fp32 graph has ONNX Runtime's transformer fusions
-    int8_fused: bool = False  # the int8 copy too (its Attention nodes in int8 as well)
+    fused: bool = False  # both graphs have ONNX Runtime's transformer fusions
 
 
 def export_onnx(
@@ -118,12 +117,13 @@ def export_onnx(
         )
     plain = out / f".{FP32_FILE}.plain"
     tmp.replace(plain)
+    source = plain  # the graph both copies are made from: fused when that verifies
     try:
         fused = _fuse(plain, model.config, guard, texts, reference)
         if fused is not None:
-            fp32_diff = fused[1]
+            source, fp32_diff = fused
         staged = out / f".{FP32_FILE}.tmp"
-        shutil.copyfile(fused[0] if fused else plain, staged)
+        shutil.copyfile(source, staged)
         staged.replace(out / FP32_FILE)
         report = ExportReport(
             path=out / FP32_FILE,
@@ -133,18 +133,12 @@ def export_onnx(
             fp32_label_agreement=fp32_agree,
             int8_label_agreement=None,
             int8_max_abs_diff=None,
-            fused=fused is not None,
+            fused=source != plain,
         )
         if int8:
             try:
-                quantised, kept_float, report.int8_fused = _quantise(
-                    fused[0] if fused else None,
-                    plain,
-                    out / INT8_FILE,
-                    guard,
-                    texts,
-                    reference,
-                    int8_min_agreement,
+                quantised, kept_float = _quantise(
+                    source, out / INT8_FILE, guard, texts, reference, int8_min_agreement
                 )
             except ModelError as exc:
                 if not int8_optional:
@@ -159,7 +153,7 @@ def export_onnx(
                 report.int8_float_layers = kept_float
     finally:
         plain.unlink(missing_ok=True)
-        plain.with_name(f".{FP32_FILE}.fused").unlink(missing_ok=True)
+        source.unlink(missing_ok=True)
     values = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(report).items()}
     atomic_write_text(out / "export.json", json.dumps(values, indent=2) + "\n")
     return report
@@ -194,38 +188,37 @@ def _fuse(
         logits = _onnx_logits(target, guard, texts)
     except Exception as exc:  # noqa: BLE001 - the optimizer is best effort; plain is verified
         logger.info("no fused graph (%s): using the plain one", exc)
+        target.unlink(missing_ok=True)
         return None
     diff = float(abs(logits - reference).max())
     if (logits.argmax(1) != reference.argmax(1)).any() or diff > FP32_ATOL:
         logger.info("the fused graph drifts from PyTorch: using the plain one")
+        target.unlink(missing_ok=True)
         return None
     return target, diff
 
 
 def _quantise(
-    fused: Path | None,
-    plain: Path,
+    source: Path,
     target: Path,
     guard: Any,
     texts: Sequence[str],
     reference: Any,
     min_agreement: float,
-) -> tuple[Any, int, bool]:
-    """Dynamic int8 (per-channel weights) of the fused graph's MatMul and Attention nodes
-    (of the plain graph's MatMuls when there is no fused one), tried until labels agree
-    with PyTorch on ``min_agreement`` of the texts: all in int8 first, then with the first
-    encoder layers, where quantisation error grows most through the rest of the network,
-    kept in float: one more at a time, up to three. Returns the logits, how many layers
-    stayed in float and whether the graph was the fused one."""
+) -> tuple[Any, int]:
+    """Dynamic int8 (per-channel weights) of the graph's MatMul and, when fused, Attention
+    nodes, tried until labels agree with PyTorch on ``min_agreement`` of the texts: all in
+    int8 first, then with the first encoder layers, where quantisation error grows most
+    through the rest of the network, kept in float: one more at a time, up to three.
+    Returns the logits and how many layers stayed in float."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # both graphs compute the same function and the fused one runs faster
-    source = fused or plain
-    op_types = ["MatMul", "Attention"] if fused else ["MatMul"]
-    graph = onnx.load(str(source)).graph
+    op_types = ["MatMul", "Attention"]
     nodes = [
-        n.name for n in graph.node if n.op_type in op_types and _layer_index(n.name) is not None
+        n.name
+        for n in onnx.load(str(source)).graph.node
+        if n.op_type in op_types and _layer_index(n.name) is not None
     ]
     tmp = target.with_name(f".{target.name}.tmp")
     agreement = 0.0
@@ -246,7 +239,7 @@ def _quantise(
         logger.info("int8 with %d float layers: label agreement %.4f", kept_float, agreement)
         if agreement >= min_agreement:
             tmp.replace(target)
-            return quantised, kept_float, fused is not None
+            return quantised, kept_float
     tmp.unlink(missing_ok=True)
     raise ModelError(
         f"int8 ONNX agrees with PyTorch on only {agreement:.2%} of {len(texts)} labels "

@@ -266,7 +266,7 @@ def export(
                     f"{report.int8_path}: label agreement {report.int8_label_agreement:.2%}, "
                     f"max logit difference {report.int8_max_abs_diff:.2f}, first "
                     f"{report.int8_float_layers} encoder layers kept in float"
-                    f"{', fused graph' if report.int8_fused else ''}"
+                    f"{', fused graph' if report.fused else ''}"
                 )
             if report.int8_skipped:
                 typer.echo(f"no int8 copy of {report.path.parent.parent}: {report.int8_skipped}")
