@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,37 @@ def test_long_texts_are_judged_window_by_window(tiny_guard: Path) -> None:
     # the text's score is that of its least on-topic window
     window_scores = guard.scores(windows)
     assert guard.scores([long_text])[0] == pytest.approx(window_scores.min(), abs=1e-6)
+
+
+def test_frozen_embeddings_stay_fixed_and_the_rest_trains(
+    tiny_bert: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    examples = read_dataset(small_dataset)
+
+    def weight(tensors: dict, suffix: str) -> Any:
+        return next(v for k, v in tensors.items() if k.endswith(suffix))
+
+    base = load_file(str(tiny_bert / "model.safetensors"))
+    embeddings, query = "word_embeddings.weight", "layer.0.attention.self.query.weight"
+    changed = {}
+    for freeze in (True, None):  # None: this vocabulary is small, so it trains
+        out = tmp_path / f"freeze-{freeze}"
+        config = TrainConfig(
+            base_model=str(tiny_bert),
+            epochs=1,
+            batch_size=4,
+            max_length=32,
+            validation_size=0.25,
+            freeze_embeddings=freeze,
+        )
+        train(examples, out, config)
+        tuned = load_file(str(out / "model.safetensors"))
+        changed[freeze] = (
+            bool((weight(tuned, embeddings) != weight(base, embeddings)).any()),
+            bool((weight(tuned, query) != weight(base, query)).any()),
+            json.loads((out / "topicguard.json").read_text())["training"]["freeze_embeddings"],
+        )
+    assert changed[True] == (False, True, True)
+    assert changed[None] == (True, True, False)
