@@ -215,15 +215,15 @@ def _quantise(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     op_types = ["MatMul", "Attention"]
-    nodes = [
-        n.name
+    layer_of = {
+        n.name: layer
         for n in onnx.load(str(source)).graph.node
-        if n.op_type in op_types and _layer_index(n.name) is not None
-    ]
+        if n.op_type in op_types and (layer := _layer_index(n.name)) is not None
+    }
     tmp = target.with_name(f".{target.name}.tmp")
     agreement = 0.0
     for kept_float in range(4):
-        exclude = [n for n in nodes if (_layer_index(n) or 0) < kept_float]
+        exclude = [name for name, layer in layer_of.items() if layer < kept_float]
         with _quiet():
             quantize_dynamic(
                 str(source),
