@@ -46,17 +46,22 @@ def test_unknown_share_tells_a_tokenizer_that_cannot_read_chinese(tiny_bert: Pat
     assert unknown_share(tokenizer, ZH) > 0.3
 
 
-def _routed_guard(tiny_guard: Path, tmp_path: Path) -> Path:
+def _routed_guard(
+    tiny_guard: Path, tmp_path: Path, second_opinion: Any = None, name: str = "routed"
+) -> Path:
     """The tiny guard with a copy of itself as its multilingual model, told apart by a
-    threshold of its own."""
-    out = tmp_path / "routed"
+    threshold and a calibration temperature of its own."""
+    out = tmp_path / name
     shutil.copytree(tiny_guard, out)
     shutil.copytree(tiny_guard, out / MULTILINGUAL_DIR)
     meta = json.loads((out / METADATA_FILE).read_text())
     meta["routing"] = {"fast_languages": ["en"], "multilingual": MULTILINGUAL_DIR}
+    if second_opinion is not None:
+        meta["routing"]["second_opinion"] = second_opinion
     (out / METADATA_FILE).write_text(json.dumps(meta))
     second = json.loads((out / MULTILINGUAL_DIR / METADATA_FILE).read_text())
     second["threshold"] = 0.123
+    second["calibration"] = {**(second.get("calibration") or {}), "temperature": 0.01}
     (out / MULTILINGUAL_DIR / METADATA_FILE).write_text(json.dumps(second))
     return out
 
@@ -78,6 +83,58 @@ def test_texts_are_routed_by_language(tiny_guard: Path, tmp_path: Path) -> None:
     verdicts = guard.classify(texts)
     assert [v.allowed for v in verdicts] == list(judged.allowed)
     assert verdicts[4].to_dict()["lang_supported"] is False
+
+
+def test_unsure_fast_language_texts_get_a_second_opinion(tiny_guard: Path, tmp_path: Path) -> None:
+    texts = ["where is my parcel", ZH[0], "tell me a joke"]
+    plain = TopicGuard.load(_routed_guard(tiny_guard, tmp_path))
+    assert plain.second_opinion_band is None  # a guard trained without one keeps to one model
+    alone = plain.judge(texts)
+    assert alone.second_opinion == [False, False, False]
+    other = plain.multilingual.judge(texts).scores  # the same weights, calibrated differently
+    assert not np.allclose(other[[0, 2]], alone.scores[[0, 2]])
+
+    everything = TopicGuard.load(_routed_guard(tiny_guard, tmp_path, [0.0, 1.0], "all"))
+    judged = everything.judge(texts)
+    # English texts: the mean of both models' scores, held to the fast model's threshold;
+    # the Chinese text was the multilingual model's alone all along
+    assert judged.second_opinion == [True, False, True]
+    assert judged.scores[[0, 2]] == pytest.approx((alone.scores[[0, 2]] + other[[0, 2]]) / 2)
+    assert judged.scores[1] == pytest.approx(alone.scores[1])
+    assert list(judged.thresholds) == list(alone.thresholds)
+
+    low = float(min(alone.scores[[0, 2]]))  # a band just above both English scores
+    narrow = TopicGuard.load(_routed_guard(tiny_guard, tmp_path, [low + 0.01, 1.0], "narrow"))
+    assert narrow.judge(texts).second_opinion == [False, False, False]
+
+    off = TopicGuard.load(tmp_path / "all", second_opinion=False)
+    assert off.second_opinion_band is None
+    assert list(off.judge(texts).scores) == pytest.approx(list(alone.scores))
+
+
+def test_evaluate_reports_the_second_opinions_and_can_switch_them_off(
+    tiny_guard: Path, tmp_path: Path
+) -> None:
+    guard = _routed_guard(tiny_guard, tmp_path, [0.0, 1.0])
+    data = tmp_path / "d.jsonl"
+    rows = [("where is my parcel", True), ("tell me a joke", False), (ZH[0], True)]
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    shares = []
+    for flag in ("--second-opinion", "--no-second-opinion"):
+        result = CliRunner().invoke(app, ["evaluate", str(guard), str(data), "--json", flag])
+        assert result.exit_code == 0, result.output
+        shares.append(json.loads(result.stdout).get("second_opinion_share"))
+    assert shares == [pytest.approx(2 / 3), None]  # both English rows; none when off
+    result = CliRunner().invoke(app, ["classify", str(guard), "hi there", "--no-second-opinion"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("band", [[0.9, 0.1], [0.5], "wide", [-1, 2]])
+def test_a_broken_second_opinion_band_is_refused(
+    tiny_guard: Path, tmp_path: Path, band: Any
+) -> None:
+    with pytest.raises(ModelError, match="second_opinion must be two scores"):
+        TopicGuard.load(_routed_guard(tiny_guard, tmp_path, band))
 
 
 def test_empty_text_error_names_the_callers_index(tiny_guard: Path, tmp_path: Path) -> None:
@@ -125,7 +182,11 @@ def test_train_guard_builds_a_routed_folder(
     result = train_guard(rows, tmp_path / "g", config, spec=spec)
     assert result.n_train + result.n_validation == len(small_rows)  # the fast model: English
     meta = json.loads((tmp_path / "g" / METADATA_FILE).read_text())
-    assert meta["routing"] == {"fast_languages": ["en"], "multilingual": MULTILINGUAL_DIR}
+    assert meta["routing"] == {
+        "fast_languages": ["en"],
+        "multilingual": MULTILINGUAL_DIR,
+        "second_opinion": [0.1, 0.9],
+    }
     second = json.loads((tmp_path / "g" / MULTILINGUAL_DIR / METADATA_FILE).read_text())
     assert second["data"]["n_train"] + second["data"]["n_validation"] == len(rows)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".topicguard-")]
@@ -188,11 +249,13 @@ def test_bench_times_the_routed_guard_per_language(tiny_guard: Path, tmp_path: P
     from topicguard.bench import benchmark
 
     result = benchmark(
-        _routed_guard(tiny_guard, tmp_path),
+        _routed_guard(tiny_guard, tmp_path, [0.1, 0.9]),
         backends=["torch"],
         single_queries=10,
         include_pipeline=False,
+        second_opinion=False,
     )
+    assert result["second_opinion"] is False  # the numbers say which guard they timed
     assert {"en", "zh", "es", "de", "fr"} <= set(result["languages"])
     assert all(r["p50_ms"] > 0 for r in result["languages"].values())
     assert (
@@ -263,3 +326,20 @@ def test_the_rust_encoder_gives_the_wrappers_inputs(which: str, request: Any) ->
     assert np.array_equal(
         np.array([e.attention_mask for e in encodings]), wrapped["attention_mask"]
     )
+
+
+def test_the_server_loads_the_guard_with_or_without_second_opinions(
+    tiny_guard: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from topicguard.serve import ServeConfig, create_app
+
+    routed = _routed_guard(tiny_guard, tmp_path, [0.0, 1.0])
+    text = "where is my parcel"
+    for second_opinion in (True, False):
+        expected = TopicGuard.load(routed, second_opinion=second_opinion).classify(text)[0]
+        config = ServeConfig(model_dir=routed, second_opinion=second_opinion)
+        with TestClient(create_app(config)) as client:
+            body = client.post("/v1/classify", json={"text": text}).json()
+        assert body["results"][0]["score"] == expected.score

@@ -40,6 +40,7 @@ def benchmark(
     batch_size: int = 64,
     threads: int | None = None,
     include_pipeline: bool = True,
+    second_opinion: bool = True,
 ) -> dict[str, Any]:
     """``{"backends": {name: {p50_ms, p95_ms, p99_ms, throughput_qps, speedup_vs_pipeline}}}``
     for each requested (default: every available) backend, plus ``pipeline``."""
@@ -57,7 +58,9 @@ def benchmark(
     if include_pipeline:
         results["pipeline"] = _pipeline(model_dir, singles, texts, batch_size, threads)
     for name in backends:
-        guard = TopicGuard.load(model_dir, backend=name, threads=threads)
+        guard = TopicGuard.load(
+            model_dir, backend=name, threads=threads, second_opinion=second_opinion
+        )
         results[name] = _measure(
             lambda batch, g=guard: g.scores(batch, batch_size=batch_size),
             singles,
@@ -69,7 +72,7 @@ def benchmark(
         for values in results.values():
             values["speedup_vs_pipeline"] = round(base / values["p50_ms"], 2)
     if guard is None:
-        guard = TopicGuard.load(model_dir, threads=threads)
+        guard = TopicGuard.load(model_dir, threads=threads, second_opinion=second_opinion)
     languages = _languages(guard, batch_size) if guard.multilingual is not None else {}
     return {
         "model": str(model_dir),
@@ -77,6 +80,7 @@ def benchmark(
         "n_batch": len(texts),
         "batch_size": batch_size,
         "threads": _threads(threads),
+        "second_opinion": guard.second_opinion_band is not None,
         "backends": results,
         "languages": languages,
     }

@@ -113,6 +113,8 @@ def evaluate(guard: TopicGuard, examples: Sequence[Example]) -> Evaluation:
     labels = np.array([e.label for e in rows], dtype=bool)
     metrics = compute_metrics(labels, judged.scores, judged.thresholds)
     metrics["threshold"] = guard.threshold
+    if guard.second_opinion_band is not None:
+        metrics["second_opinion_share"] = float(np.mean(judged.second_opinion)) if rows else 0.0
     return Evaluation(
         examples=rows,
         scores=judged.scores,

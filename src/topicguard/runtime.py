@@ -10,6 +10,12 @@ Languages: a guard whose spec lists several languages detects each text's langua
 multilingual-e5-small for languages the fast model cannot serve), texts in the fast model's
 ``fast_languages`` stay on the fast model and all others go to the multilingual one; each
 model applies its own calibration and threshold.
+
+Second opinion: the multilingual model is also a second, larger model for the fast
+languages. When the fast model is unsure of a text (calibrated score inside the guard's
+``routing.second_opinion`` band, by default between 0.1 and 0.9: a few percent of traffic),
+the text's score becomes the mean of both models' scores, held to the fast model's
+threshold. Confident texts (most of them) pay for one model only.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ _ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model.int8.onnx"}
 
 
 MULTILINGUAL_DIR = "multilingual"
+# Fast-model scores strictly inside this band get the multilingual model's opinion too.
+SECOND_OPINION_BAND = (0.1, 0.9)
 
 
 @dataclass(frozen=True)
@@ -66,12 +74,14 @@ class Verdict:
 
 @dataclass
 class Judgement:
-    """Scores, the threshold each text is held to, and the detected languages."""
+    """Scores, the threshold each text is held to, the detected languages, and which texts
+    the fast model passed on for a second opinion."""
 
     scores: Any  # numpy float array
     thresholds: Any  # numpy float array: a routed text meets its own model's threshold
     langs: list[str | None]
     supported: list[bool | None]
+    second_opinion: list[bool]  # True: the score is the mean of both models' (a second opinion)
 
     @property
     def allowed(self) -> Any:
@@ -167,6 +177,7 @@ class TopicGuard:
         label2id: dict[str, int],
         *,
         multilingual: TopicGuard | None = None,
+        second_opinion: bool = True,
     ) -> None:
         self.backend = backend
         self.multilingual = multilingual
@@ -190,6 +201,9 @@ class TopicGuard:
         routing = metadata.get("routing") or {}
         self.languages: list[str] = [str(lang) for lang in languages]
         self.fast_languages: list[str] = [str(x) for x in routing.get("fast_languages", [])]
+        self.second_opinion_band = _band(routing.get("second_opinion"), path)
+        if multilingual is None or not second_opinion:
+            self.second_opinion_band = None
         self.detector: LanguageDetector | None = None
         if self.languages:
             from topicguard.languages import LanguageDetector
@@ -204,10 +218,13 @@ class TopicGuard:
         backend: str = "auto",
         threads: int | None = None,
         warm_up: bool = True,
+        second_opinion: bool = True,
     ) -> TopicGuard:
         """Load a model folder written by ``topicguard train``. Never touches the network.
 
         ``backend="auto"`` takes int8 ONNX, else fp32 ONNX, else PyTorch.
+        ``second_opinion=False`` keeps every fast-language text on the fast model alone
+        (steadier tail latency, a little less accuracy; see the module docstring).
         """
         path = Path(path)
         metadata = read_metadata(path)
@@ -247,7 +264,15 @@ class TopicGuard:
             if backend == "onnx-int8" and not (second / _ONNX_FILES[backend]).is_file():
                 backend = "onnx"
             multilingual = cls.load(second, backend=backend, threads=threads, warm_up=warm_up)
-        guard = cls(runner, tokenizer, metadata, path, label2id, multilingual=multilingual)
+        guard = cls(
+            runner,
+            tokenizer,
+            metadata,
+            path,
+            label2id,
+            multilingual=multilingual,
+            second_opinion=second_opinion,
+        )
         if warm_up:
             guard.scores(["warm-up"])
         return guard
@@ -361,11 +386,22 @@ class TopicGuard:
                 margins = model.margins([texts[i] for i in rows], batch_size=batch_size)
                 scores[rows] = sigmoid(margins / model.temperature)
                 thresholds[rows] = model.threshold
+        second = np.zeros(len(texts), dtype=bool)
+        if self.second_opinion_band is not None and here:
+            assert self.multilingual is not None  # no band without the second model
+            low, high = self.second_opinion_band
+            unsure = [i for i in here if low < scores[i] < high]
+            if unsure:
+                other = self.multilingual
+                margins = other.margins([texts[i] for i in unsure], batch_size=batch_size)
+                scores[unsure] = (scores[unsure] + sigmoid(margins / other.temperature)) / 2
+                second[unsure] = True
         return Judgement(
             scores=scores,
             thresholds=thresholds,
             langs=[d.lang if d else None for d in detections],
             supported=[d.supported if d else None for d in detections],
+            second_opinion=second.tolist(),
         )
 
     def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
@@ -417,6 +453,22 @@ def _checked(texts: Sequence[str]) -> list[str]:
             except UnicodeEncodeError:
                 out[i] = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return out
+
+
+def _band(value: Any, path: Path) -> tuple[float, float] | None:
+    """The second-opinion band stored in a guard's routing, checked; None when absent."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(x) for x in value)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not 0 <= low < high <= 1:
+        raise ModelError(
+            f"{path / METADATA_FILE}: routing.second_opinion must be two scores "
+            f"0 <= low < high <= 1, got {value!r}; fix it or remove it"
+        )
+    return low, high
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class ServeConfig:
     model_dir: Path
     backend: str = "auto"
     threads: int | None = None
+    second_opinion: bool = True
     api_key: str | None = field(default=None, repr=False)
     max_texts: int = 64
     max_chars: int = 4000
@@ -226,7 +227,11 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
         loaded = guard
         if loaded is None:
             loaded = await asyncio.to_thread(
-                TopicGuard.load, config.model_dir, backend=config.backend, threads=config.threads
+                TopicGuard.load,
+                config.model_dir,
+                backend=config.backend,
+                threads=config.threads,
+                second_opinion=config.second_opinion,
             )
         batcher = _Batcher(loaded, config, metrics)
         batcher.start()

@@ -383,11 +383,12 @@ def train_guard(
 
     The base model serves ``config.fast_languages``; when the spec lists other languages, a
     second model fine-tuned from multilingual-e5-small (on every row: English data teaches
-    it the task in all its languages) serves them from ``out_dir/multilingual/``. A base model
+    it the task in all its languages) serves them from ``out_dir/multilingual/`` and gives a
+    second opinion on the fast languages' unsure texts (see :class:`TopicGuard`). A base model
     that cannot read a language it is meant to serve is refused before any training.
     """
     from topicguard.e5 import is_multilingual_alias
-    from topicguard.runtime import MULTILINGUAL_DIR
+    from topicguard.runtime import MULTILINGUAL_DIR, SECOND_OPINION_BAND
 
     config = config or TrainConfig()
     config.validate()
@@ -435,7 +436,11 @@ def train_guard(
             out_dir,
             config,
             overwrite=overwrite,
-            routing={"fast_languages": fast, "multilingual": MULTILINGUAL_DIR},
+            routing={
+                "fast_languages": fast,
+                "multilingual": MULTILINGUAL_DIR,
+                "second_opinion": list(SECOND_OPINION_BAND),
+            },
             include={MULTILINGUAL_DIR: second},
             calibration_languages=fast,
         )

@@ -14,6 +14,7 @@ from topicguard.cli._common import (
     LabelColumn,
     MaxF1,
     ModelDir,
+    SecondOpinion,
     TargetFalseBlock,
     app,
     clean_errors,
@@ -168,6 +169,7 @@ def evaluate(
     ] = None,
     label_column: LabelColumn = None,
     backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+    second_opinion: SecondOpinion = True,
 ) -> None:
     """Measure a guard on labelled data: F1, false-block rate, leak rate, per category."""
     with clean_errors():
@@ -175,7 +177,7 @@ def evaluate(
         from topicguard.evaluate import evaluate as run_evaluation
         from topicguard.runtime import TopicGuard
 
-        guard = TopicGuard.load(model, backend=backend)
+        guard = TopicGuard.load(model, backend=backend, second_opinion=second_opinion)
         examples = read_datasets(data, label_column=label_column)
         evaluation = run_evaluation(guard, examples)
         summary = evaluation.to_dict()
@@ -219,6 +221,7 @@ def classify(
         typer.Option(min=1, help="CPU threads for inference"),
     ] = None,
     backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+    second_opinion: SecondOpinion = True,
 ) -> None:
     """Judge texts: one JSON line each with text, label, score (on topic) and allowed."""
     with clean_errors():
@@ -233,7 +236,9 @@ def classify(
             items += read_texts(input_file)
         if not items:
             raise usage_error("nothing to classify: pass texts or --input FILE")
-        guard = TopicGuard.load(model, backend=backend, threads=threads)
+        guard = TopicGuard.load(
+            model, backend=backend, threads=threads, second_opinion=second_opinion
+        )
         rows = [v.to_dict() for v in guard.classify(items)]
         if output is not None:
             require_jsonl(output, "--output")
@@ -288,6 +293,7 @@ def bench(
     save: Annotated[
         bool, typer.Option(help="keep the result in MODEL/bench.json for `evaluate --report`")
     ] = True,
+    second_opinion: SecondOpinion = True,
 ) -> None:
     """Latency (p50/p95/p99) and throughput of each backend and of transformers.pipeline."""
     with clean_errors():
@@ -298,7 +304,13 @@ def bench(
         for name in backend or []:
             if name not in BACKENDS[1:]:
                 raise usage_error(f"unknown backend {name!r}: use torch, onnx or onnx-int8")
-        result = benchmark(model, backends=backend, single_queries=queries, threads=threads)
+        result = benchmark(
+            model,
+            backends=backend,
+            single_queries=queries,
+            threads=threads,
+            second_opinion=second_opinion,
+        )
         if save:
             from topicguard._io import atomic_write_text
 
@@ -351,6 +363,7 @@ def serve(
     ] = None,
     max_texts: Annotated[int, typer.Option(min=1, help="texts per request")] = 64,
     max_chars: Annotated[int, typer.Option(min=1, help="characters per text")] = 4000,
+    second_opinion: SecondOpinion = True,
 ) -> None:
     """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
     with clean_errors():
@@ -358,11 +371,14 @@ def serve(
         from topicguard.serve import ServeConfig, run
 
         # Load here, not in the server's start-up, so a bad folder or backend is one line.
-        guard = TopicGuard.load(model, backend=backend, threads=threads)
+        guard = TopicGuard.load(
+            model, backend=backend, threads=threads, second_opinion=second_opinion
+        )
         config = ServeConfig(
             model_dir=model,
             backend=backend,
             threads=threads,
+            second_opinion=second_opinion,
             api_key=api_key,
             max_texts=max_texts,
             max_chars=max_chars,
