@@ -189,7 +189,7 @@ def test_train_guard_builds_a_routed_folder(
     }
     second = json.loads((tmp_path / "g" / MULTILINGUAL_DIR / METADATA_FILE).read_text())
     assert second["data"]["n_train"] + second["data"]["n_validation"] == len(rows)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".topicguard-")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
     guard = TopicGuard.load(tmp_path / "g")
     assert guard.multilingual is not None
     assert guard.judge(["明天天气"]).langs == ["zh"]

