@@ -295,11 +295,14 @@ class TopicGuard:
         is cut into half-overlapping windows and judged by its least on-topic window, so
         an instruction buried after 3,000 characters of filler still blocks the message.
         """
+        return self._logits(_checked(texts), batch_size)
+
+    def _logits(self, texts: list[str], batch_size: int) -> Any:
+        """:meth:`logits` of texts already through :func:`_checked`."""
         import numpy as np
 
         from topicguard.models import softmax
 
-        texts = _checked(texts)
         pieces, owners = self._windows(texts)
         logits = self.backend.logits(pieces, batch_size=batch_size)
         if len(pieces) == len(texts):
@@ -347,9 +350,12 @@ class TopicGuard:
         """Uncalibrated evidence of this model (no routing) for each text: the allowed label's
         logit minus the log-sum-exp of the others, so ``sigmoid(margin)`` is the raw softmax
         score."""
+        return self._margins(_checked(texts), batch_size)
+
+    def _margins(self, texts: list[str], batch_size: int) -> Any:
         import numpy as np
 
-        logits = self.logits(texts, batch_size=batch_size).astype(np.float64)
+        logits = self._logits(texts, batch_size).astype(np.float64)
         if len(logits) == 0:
             return np.empty(0)
         others = np.delete(logits, self.allowed_index, axis=1)
@@ -383,7 +389,7 @@ class TopicGuard:
         for model, rows in ((self, here), (self.multilingual, there)):
             if rows:
                 assert model is not None  # routes() sends nothing to a missing model
-                margins = model.margins([texts[i] for i in rows], batch_size=batch_size)
+                margins = model._margins([texts[i] for i in rows], batch_size)
                 scores[rows] = sigmoid(margins / model.temperature)
                 thresholds[rows] = model.threshold
         second = np.zeros(len(texts), dtype=bool)
@@ -393,7 +399,7 @@ class TopicGuard:
             unsure = [i for i in here if low < scores[i] < high]
             if unsure:
                 other = self.multilingual
-                margins = other.margins([texts[i] for i in unsure], batch_size=batch_size)
+                margins = other._margins([texts[i] for i in unsure], batch_size)
                 scores[unsure] = (scores[unsure] + sigmoid(margins / other.temperature)) / 2
                 second[unsure] = True
         return Judgement(
