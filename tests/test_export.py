@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -54,11 +55,35 @@ def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
     assert [v.text for v in auto.classify(TEXTS)] == TEXTS
 
 
-def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(guard_copy: Path) -> None:
-    with pytest.raises(ModelError, match="int8 ONNX agrees with PyTorch on only"):
+def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(
+    guard_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="topicguard.export"),
+        pytest.raises(ModelError, match="int8 ONNX agrees with PyTorch on only"),
+    ):
         export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=1.01)
     assert not (guard_copy / "onnx" / "model.int8.onnx").exists()
     assert not list((guard_copy / "onnx").glob(".*"))
+    tried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("int8 with")]
+    # the whole ladder: 0-3 float layers, then again with the FFN down-projections in float
+    assert len(tried) == 8
+    assert sum("FFN down-projections" in t for t in tried) == 4
+
+
+def test_ffn_down_projections_are_told_from_the_other_matmuls() -> None:
+    from topicguard.export import _is_ffn_down_projection
+
+    assert _is_ffn_down_projection("/model/bert/encoder/layer.3/output/dense/MatMul")
+    assert _is_ffn_down_projection("/model/model/layers.1/mlp/Wo/MatMul")  # ModernBERT
+    for other in (
+        "/model/bert/encoder/layer.3/attention/output/dense/MatMul",
+        "/model/bert/encoder/layer.3/intermediate/dense/MatMul",
+        "/model/model/layers.1/mlp/Wi/MatMul",
+        "/model/model/layers.1/attn/Wo/MatMul",
+        "Attention_3",
+    ):
+        assert not _is_ffn_down_projection(other), other
 
 
 def test_modernbert_exports(tiny_modernbert: Path, small_dataset: Path, tmp_path: Path) -> None:

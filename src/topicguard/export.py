@@ -47,6 +47,7 @@ class ExportReport:
     int8_label_agreement: float | None
     int8_max_abs_diff: float | None
     int8_float_layers: int | None = None
+    int8_float_down_projections: bool | None = None  # every FFN down-projection in float
     int8_skipped: str | None = None  # why no int8 copy was kept, when one was optional
     fused: bool = False  # both graphs have ONNX Runtime's transformer fusions
 
@@ -137,7 +138,7 @@ def export_onnx(
         )
         if int8:
             try:
-                quantised, kept_float = _quantise(
+                quantised, kept_float, float_down = _quantise(
                     source, out / INT8_FILE, guard, texts, reference, int8_min_agreement
                 )
             except ModelError as exc:
@@ -151,6 +152,7 @@ def export_onnx(
                 report.int8_label_agreement = float(agreement)
                 report.int8_max_abs_diff = float(abs(quantised - reference).max())
                 report.int8_float_layers = kept_float
+                report.int8_float_down_projections = float_down
     finally:
         plain.unlink(missing_ok=True)
         source.unlink(missing_ok=True)
@@ -205,45 +207,58 @@ def _quantise(
     texts: Sequence[str],
     reference: Any,
     min_agreement: float,
-) -> tuple[Any, int]:
+) -> tuple[Any, int, bool]:
     """Dynamic int8 (per-channel weights) of the graph's MatMul and, when fused, Attention
-    nodes, tried until labels agree with PyTorch on ``min_agreement`` of the texts: all in
-    int8 first, then with the first encoder layers, where quantisation error grows most
-    through the rest of the network, kept in float: one more at a time, up to three.
-    Returns the logits and how many layers stayed in float."""
+    nodes, tried until labels agree with PyTorch on ``min_agreement`` of the texts.
+
+    The ladder keeps ever more of the graph in float, cheapest first: all in int8, then the
+    first encoder layers (where quantisation error grows most through the rest of the
+    network) one more at a time up to three; then the same four again with every layer's
+    FFN down-projection in float too (its input, after GELU, has the outliers that a
+    per-tensor activation scale handles worst: multilingual-e5-small needs it). Returns the
+    logits, how many first layers stayed in float and whether the down-projections did."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     op_types = ["MatMul", "Attention"]
-    layer_of = {
-        n.name: layer
-        for n in onnx.load(str(source)).graph.node
-        if n.op_type in op_types and (layer := _layer_index(n.name)) is not None
-    }
+    nodes = [n.name for n in onnx.load(str(source)).graph.node if n.op_type in op_types]
+    layer_of = {name: layer for name in nodes if (layer := _layer_index(name)) is not None}
+    down_projections = [name for name in nodes if _is_ffn_down_projection(name)]
     tmp = target.with_name(f".{target.name}.tmp")
     agreement = 0.0
-    for kept_float in range(4):
-        exclude = [name for name, layer in layer_of.items() if layer < kept_float]
-        with _quiet():
-            quantize_dynamic(
-                str(source),
-                str(tmp),
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=op_types,
-                per_channel=True,
-                nodes_to_exclude=exclude,
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    for float_down in (False, True):
+        for kept_float in range(4):
+            exclude = [name for name, layer in layer_of.items() if layer < kept_float]
+            if float_down:
+                exclude += [name for name in down_projections if name not in exclude]
+            with _quiet():
+                quantize_dynamic(
+                    str(source),
+                    str(tmp),
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=op_types,
+                    per_channel=True,
+                    nodes_to_exclude=exclude,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+            quantised = _onnx_logits(tmp, guard, texts)
+            agreement = float((quantised.argmax(1) == reference.argmax(1)).mean())
+            logger.info(
+                "int8 with %d float layers%s: label agreement %.4f",
+                kept_float,
+                " and float FFN down-projections" if float_down else "",
+                agreement,
             )
-        quantised = _onnx_logits(tmp, guard, texts)
-        agreement = float((quantised.argmax(1) == reference.argmax(1)).mean())
-        logger.info("int8 with %d float layers: label agreement %.4f", kept_float, agreement)
-        if agreement >= min_agreement:
-            tmp.replace(target)
-            return quantised, kept_float
+            if agreement >= min_agreement:
+                tmp.replace(target)
+                return quantised, kept_float, float_down
+        if not down_projections:
+            break
     tmp.unlink(missing_ok=True)
     raise ModelError(
         f"int8 ONNX agrees with PyTorch on only {agreement:.2%} of {len(texts)} labels "
-        f"(needs {min_agreement:.1%}) even with 3 layers in float; use the fp32 export"
+        f"(needs {min_agreement:.1%}) even with 3 layers and the FFN down-projections in "
+        "float; use the fp32 export"
     )
 
 
@@ -268,6 +283,15 @@ def _layer_index(node_name: str) -> int | None:
         r"Attention_(\d+)", node_name
     )
     return int(match.group(1)) if match else None
+
+
+def _is_ffn_down_projection(node_name: str) -> bool:
+    """The feed-forward block's second MatMul: "layer.N/output/dense" in BERT-like graphs
+    (not "attention/output/dense"), "layers.N/mlp/Wo" in ModernBERT's."""
+    return bool(
+        re.search(r"layer\.\d+/output/dense/", node_name)
+        or re.search(r"layers\.\d+/mlp/Wo/", node_name)
+    )
 
 
 def check_texts(limit: int = 2500) -> list[str]:

@@ -267,10 +267,11 @@ def export(
                 f"(tolerance {FP32_ATOL})"
             )
             if report.int8_path is not None:
+                down = " and the FFN down-projections" if report.int8_float_down_projections else ""
                 typer.echo(
                     f"{report.int8_path}: label agreement {report.int8_label_agreement:.2%}, "
                     f"max logit difference {report.int8_max_abs_diff:.2f}, first "
-                    f"{report.int8_float_layers} encoder layers kept in float"
+                    f"{report.int8_float_layers} encoder layers{down} kept in float"
                     f"{', fused graph' if report.fused else ''}"
                 )
             if report.int8_skipped:
