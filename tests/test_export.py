@@ -52,6 +52,8 @@ def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
     assert onnx_scores == pytest.approx(torch_scores, abs=1e-4)
     auto = TopicGuard.load(guard_copy)
     assert auto.backend_name == "onnx-int8"
+    options = auto.backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert [v.text for v in auto.classify(TEXTS)] == TEXTS
 
 
