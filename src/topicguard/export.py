@@ -255,10 +255,10 @@ def _quantise(
         if not down_projections:
             break
     tmp.unlink(missing_ok=True)
+    tried = "3 layers and the FFN down-projections" if down_projections else "3 layers"
     raise ModelError(
         f"int8 ONNX agrees with PyTorch on only {agreement:.2%} of {len(texts)} labels "
-        f"(needs {min_agreement:.1%}) even with 3 layers and the FFN down-projections in "
-        "float; use the fp32 export"
+        f"(needs {min_agreement:.1%}) even with {tried} in float; use the fp32 export"
     )
 
 
