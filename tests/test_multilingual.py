@@ -16,6 +16,7 @@ from topicguard import ModelError, TopicGuard
 from topicguard.cli import app
 from topicguard.data import Example
 from topicguard.languages import LanguageDetector, unknown_share
+from topicguard.leakage import split_examples
 from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
 from topicguard.spec import GuardSpec, bundled_example, load_spec
 from topicguard.train import TrainConfig, train_guard
@@ -177,7 +178,12 @@ def test_train_guard_builds_a_routed_folder(
         )
     ]
     config = TrainConfig(
-        base_model=str(tiny_bert), epochs=1, batch_size=4, validation_size=0.3, max_length=32
+        base_model=str(tiny_bert),
+        epochs=1,
+        batch_size=4,
+        validation_size=0.3,
+        max_length=32,
+        multilingual_repeat=3,
     )
     result = train_guard(rows, tmp_path / "g", config, spec=spec)
     assert result.n_train + result.n_validation == len(small_rows)  # the fast model: English
@@ -188,7 +194,13 @@ def test_train_guard_builds_a_routed_folder(
         "second_opinion": [0.1, 0.9],
     }
     second = json.loads((tmp_path / "g" / MULTILINGUAL_DIR / METADATA_FILE).read_text())
-    assert second["data"]["n_train"] + second["data"]["n_validation"] == len(rows)
+    # the multilingual model saw its own languages' training rows three times, and
+    # validated on the same leakage-aware split, with no row repeated
+    seen, held_out = split_examples(rows, test_size=0.3, seed=config.seed)
+    zh_seen = sum(e.lang == "zh" for e in seen)
+    assert zh_seen > 0
+    assert second["data"]["n_train"] == len(seen) + 2 * zh_seen
+    assert second["data"]["n_validation"] == len(held_out)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
     guard = TopicGuard.load(tmp_path / "g")
     assert guard.multilingual is not None

@@ -74,6 +74,10 @@ def test_training_refuses_to_overwrite_and_one_class_data(
         train([e for e in examples if e.label], tmp_path / "m", config)
     with pytest.raises(DataError, match="epochs must be at least 1"):
         train(examples, tmp_path / "m", TrainConfig(base_model=str(tiny_bert), epochs=0))
+    with pytest.raises(DataError, match="multilingual repeat must be at least 1"):
+        train(
+            examples, tmp_path / "m", TrainConfig(base_model=str(tiny_bert), multilingual_repeat=0)
+        )
     assert not (tmp_path / "m").exists()
 
 

@@ -81,6 +81,14 @@ class TrainConfig:
             "second model fine-tuned from multilingual-e5-small"
         },
     )
+    multilingual_repeat: int = field(
+        default=2,
+        metadata={
+            "help": "times the multilingual model sees each training row in a language only "
+            "it serves: those rows are a fifth of the data (English teaches the task, they "
+            "teach the languages); validation rows are never repeated"
+        },
+    )
     freeze_embeddings: bool | None = field(
         default=None,
         metadata={
@@ -102,6 +110,10 @@ class TrainConfig:
             problems.append(f"learning rate must be in (0, 1), got {self.learning_rate}")
         if not 0 < self.validation_size < 1:
             problems.append(f"validation size must be in (0, 1), got {self.validation_size}")
+        if self.multilingual_repeat < 1:
+            problems.append(
+                f"multilingual repeat must be at least 1, got {self.multilingual_repeat}"
+            )
         if self.max_length < 8:
             problems.append(f"max length must be at least 8 tokens, got {self.max_length}")
         if not 0 <= self.warmup_ratio < 1:
@@ -429,7 +441,18 @@ def train_guard(
             "training %s for %s on %d rows", MULTILINGUAL_BASE_MODEL, ", ".join(slow), len(examples)
         )
         ml_config = TrainConfig(**{**asdict(config), "base_model": MULTILINGUAL_BASE_MODEL})
-        fit(examples, second, ml_config, calibration_languages=slow)
+        # split before repeating, so that no validation row has a copy in training
+        train_rows, val_rows = split_examples(
+            examples, test_size=config.validation_size, seed=config.seed
+        )
+        repeated = [e for e in train_rows if e.lang in slow] * (config.multilingual_repeat - 1)
+        fit(
+            train_rows + repeated,
+            second,
+            ml_config,
+            validation=val_rows,
+            calibration_languages=slow,
+        )
         fast_rows = [e for e in examples if e.lang is None or e.lang in fast]
         logger.info(
             "training %s for %s on %d rows", config.base_model, ", ".join(fast), len(fast_rows)

@@ -67,6 +67,13 @@ def train(
             "go to a second model fine-tuned from multilingual-e5-small"
         ),
     ] = ",".join(DEFAULTS.fast_languages),
+    multilingual_repeat: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="times the multilingual model sees each training row in a language only it serves",
+        ),
+    ] = DEFAULTS.multilingual_repeat,
     target_false_block: TargetFalseBlock = None,
     max_f1: MaxF1 = False,
     cost_ratio: CostRatio = None,
@@ -97,6 +104,7 @@ def train(
             seed=seed,
             trust_remote_code=trust_remote_code,
             fast_languages=[x.strip() for x in fast_languages.split(",") if x.strip()],
+            multilingual_repeat=multilingual_repeat,
         )
         out_dir = out or Path("runs") / guard_spec.name
         logger.info(
