@@ -1,12 +1,13 @@
 """Which language a message is in, and whether a base model can read a language.
 
 Detection uses ``py3langid`` (a naive-Bayes byte n-gram model shipped inside the package,
-~0.03 ms per query). Short queries are hard to place among 97 languages ("close acct" reads
-as Galician), so a text counts as being in a language the guard does not serve only when the
-detector is sure of it (probability ≥ ``UNSUPPORTED_CONFIDENCE``, or ``UNSUPPORTED_RATIO``
-times likelier than any of the guard's languages: Cyrillic among en/zh/es/de/fr); otherwise it
-takes the likeliest of the guard's own languages. Texts with no letters at all (emoji, numbers) are
-``und`` (undetermined) and served by the guard's fast model.
+~0.25 ms per query on a slow 2-core machine). Short queries are hard to place among 97
+languages ("close acct" reads as Galician), so a text counts as being in a language the guard
+does not serve only when the detector is sure of it (probability ≥
+``UNSUPPORTED_CONFIDENCE``, or ``UNSUPPORTED_RATIO`` times likelier than any of the guard's
+languages: Cyrillic among en/zh/es/de/fr); otherwise it takes the likeliest of the guard's own
+languages. Texts with no letters at all (emoji, numbers) are ``und`` (undetermined) and
+served by the guard's fast model.
 """
 
 from __future__ import annotations
