@@ -85,7 +85,7 @@ class TrainConfig:
         default=2,
         metadata={
             "help": "times the multilingual model sees each training row in a language only "
-            "it serves: those rows are a fifth of the data (English teaches the task, they "
+            "it serves: those rows are a third of the data (English teaches the task, they "
             "teach the languages); validation rows are never repeated"
         },
     )
