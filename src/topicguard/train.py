@@ -437,15 +437,20 @@ def train_guard(
         prefix=owned_tmp_prefix("topicguard-scratch"), suffix=".tmp", dir=out_dir.parent
     ) as scratch:
         second = Path(scratch) / MULTILINGUAL_DIR
-        logger.info(
-            "training %s for %s on %d rows", MULTILINGUAL_BASE_MODEL, ", ".join(slow), len(examples)
-        )
         ml_config = TrainConfig(**{**asdict(config), "base_model": MULTILINGUAL_BASE_MODEL})
         # split before repeating, so that no validation row has a copy in training
         train_rows, val_rows = split_examples(
             examples, test_size=config.validation_size, seed=config.seed
         )
         repeated = [e for e in train_rows if e.lang in slow] * (config.multilingual_repeat - 1)
+        logger.info(
+            "training %s for %s on %d rows (%d of them repeats), validating on %d",
+            MULTILINGUAL_BASE_MODEL,
+            ", ".join(slow),
+            len(train_rows) + len(repeated),
+            len(repeated),
+            len(val_rows),
+        )
         fit(
             train_rows + repeated,
             second,
