@@ -73,6 +73,18 @@ def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(
     assert sum("FFN down-projections" in t for t in tried) == 4
 
 
+def test_the_ladder_goes_up_to_half_the_layers_in_float() -> None:
+    from topicguard.export import _ladder
+
+    # MiniLM (6 layers): 0-3 float layers, then 0-3 again with the down-projections in float
+    assert _ladder(6, True) == [(k, False) for k in range(4)] + [(k, True) for k in range(4)]
+    # multilingual-e5-small (12 layers): the second half goes on to 6 float layers
+    assert _ladder(12, True)[4:] == [(k, True) for k in range(7)]
+    # no recognised down-projections: one ladder, on to half the layers
+    assert _ladder(12, False) == [(k, False) for k in range(7)]
+    assert _ladder(2, False) == [(k, False) for k in range(4)]
+
+
 def test_ffn_down_projections_are_told_from_the_other_matmuls() -> None:
     from topicguard.export import _is_ffn_down_projection
 
