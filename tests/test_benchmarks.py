@@ -94,3 +94,19 @@ def test_compare_benchmark_measures_every_method(
                 continue
             assert 0 <= row["f1"] <= 1 and 0 <= row["leak_rate_at_1pct"] <= 1
             assert row["p50_ms"] > 0 and row["train_seconds"] >= 0
+
+
+@requires_reference()
+def test_averaging_benchmark_compares_both_rules_across_seeds(
+    tiny_bert: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--base-model", str(tiny_bert), "--limit", "40", "--seeds", "1", "2", "--json"]
+    assert _load("averaging").main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"best_epoch", "averaged"}
+    for rule in result.values():
+        assert len(rule["verdicts_changed_between_seeds"]) == 1
+        for seed in ("1", "2"):
+            assert set(rule[seed]) == {"kept", "bundled_test", "reference"}
+            assert 0 <= rule[seed]["reference"]["false_block_rate"] <= 1
+    assert all(result["best_epoch"][s]["kept"].startswith("epoch ") for s in ("1", "2"))
