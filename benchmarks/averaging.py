@@ -24,10 +24,13 @@ REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference
 
 
 def main(argv: list[str] | None = None) -> int:
+    from topicguard.train import TrainConfig
+
+    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", type=Path, default=REFERENCE / "rev_guardrail_r1.xlsx")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
-    parser.add_argument("--base-model", default=None, help="default: the default base model")
+    parser.add_argument("--base-model", default=defaults.base_model)
     parser.add_argument("--limit", type=int, default=None, help="rows per dataset (a quick look)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -37,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from topicguard.data import read_dataset, read_datasets
     from topicguard.evaluate import evaluate
     from topicguard.spec import bundled_example, load_spec
-    from topicguard.train import TrainConfig, train
+    from topicguard.train import train
 
-    defaults = TrainConfig(base_model=args.base_model or TrainConfig().base_model)
     rules = {"best_epoch": 1, "averaged": defaults.average_last}
     results: dict[str, dict[str, object]] = {rule: {} for rule in rules}
     verdicts: dict[str, list[list[bool]]] = {rule: [] for rule in rules}
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 for rule, average_last in rules.items():
                     config = TrainConfig(
-                        base_model=defaults.base_model, seed=seed, average_last=average_last
+                        base_model=args.base_model, seed=seed, average_last=average_last
                     )
                     out = Path(tmp) / f"{rule}-{seed}"
                     trained = train(english, out, config)
