@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for seed in args.seeds:
                 for rule, average_last in rules.items():
+                    # one run per model: this compares epoch averaging alone, not soups
                     config = TrainConfig(
-                        base_model=args.base_model, seed=seed, average_last=average_last
+                        base_model=args.base_model, seed=seed, average_last=average_last, soup=1
                     )
                     out = Path(tmp) / f"{rule}-{seed}"
                     trained = train(english, out, config)

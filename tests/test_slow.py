@@ -25,7 +25,7 @@ def test_default_model_learns_the_reference_data(tmp_path: Path) -> None:
     )
     random.Random(0).shuffle(examples)
     train_rows, test_rows = examples[:500], examples[500:800]
-    config = TrainConfig(epochs=2, learning_rate=1e-4, max_length=64)
+    config = TrainConfig(epochs=2, learning_rate=1e-4, max_length=64, soup=1)
     result = train(train_rows, tmp_path / "guard", config)
     metrics = evaluate(TopicGuard.load(tmp_path / "guard"), test_rows).metrics
     assert result.best_epoch in (1, 2)
@@ -38,7 +38,7 @@ def test_bundled_example_guard_passes_the_reference_examples(tmp_path: Path) -> 
 
     spec = load_spec(bundled_example())
     examples = [e for e in read_dataset(spec.train_paths()[0]) if e.lang == "en"]
-    train(examples, tmp_path / "guard", TrainConfig(epochs=2), spec=spec)
+    train(examples, tmp_path / "guard", TrainConfig(epochs=2, soup=1), spec=spec)
     classify = pipeline("text-classification", model=str(tmp_path / "guard"))
     assert classify("What is the status of my package?")[0]["label"] == "True"
     assert classify("Can you write me a Python script to analyze data?")[0]["label"] == "False"

@@ -102,7 +102,7 @@ def test_averaged_weights_are_kept_only_when_validation_agrees(
     tiny_bert: Path, small_dataset: Path, tmp_path: Path
 ) -> None:
     examples = read_dataset(small_dataset)
-    common = dict(base_model=str(tiny_bert), epochs=3, batch_size=4, max_length=32)
+    common = dict(base_model=str(tiny_bert), epochs=3, batch_size=4, max_length=32, soup=1)
     single = train(examples, tmp_path / "single", TrainConfig(**common, average_last=1))
     assert single.averaged_epochs == [] and single.kept == f"epoch {single.best_epoch}"
     result = train(examples, tmp_path / "mean", TrainConfig(**common, average_last=2))
@@ -117,6 +117,31 @@ def test_averaged_weights_are_kept_only_when_validation_agrees(
     assert result.kept == ("the mean of epochs 2-3" if keeps_mean else f"epoch {result.best_epoch}")
     with pytest.raises(DataError, match="average-last"):
         TrainConfig(average_last=0).validate()
+
+
+def test_a_soup_averages_runs_that_differ_only_in_order(
+    tiny_bert: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    examples = read_dataset(small_dataset)
+    config = TrainConfig(
+        base_model=str(tiny_bert), epochs=2, average_last=2, soup=2, batch_size=4, max_length=32
+    )
+    result = train(examples, tmp_path / "soup", config)
+    meta = json.loads((tmp_path / "soup" / "topicguard.json").read_text())
+    runs = [(h["run"], h["epoch"]) for h in meta["history"][:-1]]
+    assert runs == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert meta["history"][-1]["runs"] == 2 and meta["runs"] == result.runs == 2
+    best = max(h["validation_accuracy"] for h in meta["history"][:-1])
+    mean = meta["history"][-1]["validation_accuracy"]
+    keeps_mean = mean >= best - math.sqrt(best * (1 - best) / meta["data"]["n_validation"])
+    if keeps_mean:
+        assert result.kept == "the mean of epochs 1-2 of 2 runs"
+    else:
+        assert result.kept == f"epoch {result.best_epoch} of run {result.best_run}"
+    # the two runs saw the data in different orders, so they ended apart
+    assert meta["history"][1]["train_loss"] != meta["history"][3]["train_loss"]
+    with pytest.raises(DataError, match="soup"):
+        TrainConfig(soup=0).validate()
 
 
 def test_training_is_seeded(tiny_bert: Path, small_dataset: Path, tmp_path: Path) -> None:

@@ -70,6 +70,14 @@ class TrainConfig:
             "validation by over one standard error; 1 keeps single epochs only"
         },
     )
+    soup: int = field(
+        default=2,
+        metadata={
+            "help": "fine-tune N runs that differ only in data order and dropout, from the same "
+            "start, and average their weights (a model soup: steadier from seed to seed); "
+            "the multilingual model of a routed guard always trains once"
+        },
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
     batch_size: int = field(default=16, metadata={"help": "training batch size"})
     max_length: int = field(
@@ -114,6 +122,8 @@ class TrainConfig:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
         if self.average_last < 1:
             problems.append(f"average-last must be at least 1, got {self.average_last}")
+        if self.soup < 1:
+            problems.append(f"soup must be at least 1, got {self.soup}")
         if self.batch_size < 1:
             problems.append(f"batch size must be at least 1, got {self.batch_size}")
         if not 0 < self.learning_rate < 1:
@@ -144,13 +154,28 @@ class TrainResult:
     n_train: int
     n_validation: int
     calibration: Calibration
-    # the epochs whose mean weights were kept; empty when the best single epoch was
+    # the epochs whose mean weights were kept (in every run of a soup); empty when the best
+    # single epoch was
     averaged_epochs: list[int] = field(default_factory=list)
+    runs: int = 1  # fine-tuning runs trained (``TrainConfig.soup``)
+    best_run: int = 1  # the run of ``best_epoch``
 
     @property
     def kept(self) -> str:
         """Which weights were kept, in words."""
-        return _kept(self.best_epoch, self.averaged_epochs)
+        return _kept(self.best_epoch, self.averaged_epochs, runs=self.runs, best_run=self.best_run)
+
+
+@dataclass
+class _Run:
+    """One fine-tuning run: its best single epoch and the sum of its last epochs' weights."""
+
+    run: int  # 1-based
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    best_state: dict[str, Any] = field(default_factory=dict)
+    weight_sum: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def data_fingerprint(examples: Sequence[Example]) -> str:
@@ -179,9 +204,11 @@ def train(
     """Fine-tune ``config.base_model`` on ``examples`` and write the guard to ``out_dir``.
 
     Without ``validation``, ``config.validation_size`` of ``examples`` is held out, keeping
-    near-duplicate clusters on one side. The epoch with the best validation accuracy (ties:
-    the later one) is kept; its scores are calibrated (temperature scaling) and the decision
-    threshold chosen for ``objective`` (default: accuracy) on the same validation rows.
+    near-duplicate clusters on one side. The kept weights are the mean of the last
+    ``config.average_last`` epochs (of every run, with ``config.soup`` runs), unless the best
+    single epoch is more accurate on validation by over one standard error; their scores are
+    calibrated (temperature scaling) and the decision threshold chosen for ``objective``
+    (default: accuracy) on the same validation rows.
     The folder is written atomically and an existing one is replaced only with ``overwrite``.
 
     This trains one model; :func:`train_guard` decides which models a spec's languages need.
@@ -237,113 +264,124 @@ def train(
     val_texts = [e.text for e in val_rows]
     val_labels = np.array([e.label for e in val_rows], dtype=bool)
 
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [
-        {
-            "params": [p for n, p in trainable if not n.endswith(no_decay)],
-            "weight_decay": config.weight_decay,
-        },
-        {
-            "params": [p for n, p in trainable if n.endswith(no_decay)],
-            "weight_decay": 0.0,
-        },
-    ]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_steps), total_steps
-    )
-
-    generator = torch.Generator().manual_seed(config.seed)
-    best: float | None = None
-    best_state: dict[str, Any] = {}
-    best_epoch = 0
-    history: list[dict[str, float]] = []
-    first_averaged = max(config.epochs - config.average_last, 0) + 1
-    averaged_epochs = list(range(first_averaged, config.epochs + 1))
-    weight_sum: dict[str, Any] = {}
-
     def validate() -> tuple[float, float]:
         """Validation log loss and accuracy (at 0.5) of the model as it is now."""
         scores = score_texts(model, tokenizer, val_texts, allowed_index=1, max_length=max_length)
         return _log_loss(val_labels, scores), float(((scores >= 0.5) == val_labels).mean())
 
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        running = 0.0
-        batches = _length_grouped_batches(lengths, config.batch_size, generator)
-        with progress_bar(
-            steps_per_epoch,
-            f"epoch {epoch}/{config.epochs}",
-            logger=logger,
-            unit="step",
-            leave=False,
-        ) as bar:
-            for step, chunk in enumerate(batches, start=1):
-                batch = tokenizer(
-                    [texts[i] for i in chunk],
-                    padding=True,  # dynamic padding: to the longest text in this batch
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="pt",
-                )
-                loss = model(**batch, labels=targets[chunk]).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                running += loss.detach().item()
-                bar.update(1)
-                bar.set_postfix(loss=f"{running / step:.4f}")
-        val_loss, accuracy = validate()
-        history.append(
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
+    first_averaged = max(config.epochs - config.average_last, 0) + 1
+    averaged_epochs = list(range(first_averaged, config.epochs + 1))
+
+    def fine_tune(run: int) -> _Run:
+        """One run of ``config.epochs`` epochs from the model's current weights; the runs of
+        a soup differ only in batch order (seeded ``seed + run``) and dropout."""
+        params = [
             {
+                "params": [p for n, p in trainable if not n.endswith(no_decay)],
+                "weight_decay": config.weight_decay,
+            },
+            {
+                "params": [p for n, p in trainable if n.endswith(no_decay)],
+                "weight_decay": 0.0,
+            },
+        ]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+        total_steps = steps_per_epoch * config.epochs
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(config.warmup_ratio * total_steps), total_steps
+        )
+        generator = torch.Generator().manual_seed(config.seed + run)
+        result = _Run(run=run + 1)
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            running = 0.0
+            batches = _length_grouped_batches(lengths, config.batch_size, generator)
+            title = f"epoch {epoch}/{config.epochs}"
+            if config.soup > 1:
+                title = f"run {run + 1}/{config.soup}, {title}"
+            with progress_bar(
+                steps_per_epoch, title, logger=logger, unit="step", leave=False
+            ) as bar:
+                for step, chunk in enumerate(batches, start=1):
+                    batch = tokenizer(
+                        [texts[i] for i in chunk],
+                        padding=True,  # dynamic padding: to the longest text in this batch
+                        truncation=True,
+                        max_length=max_length,
+                        return_tensors="pt",
+                    )
+                    loss = model(**batch, labels=targets[chunk]).loss
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    running += loss.detach().item()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{running / step:.4f}")
+            val_loss, accuracy = validate()
+            entry = {
                 "epoch": epoch,
                 "train_loss": running / steps_per_epoch,
                 "validation_loss": val_loss,
                 "validation_accuracy": accuracy,
             }
-        )
-        logger.info(
-            "epoch %d: train loss %.4f, validation loss %.4f, accuracy %.4f",
-            epoch,
-            running / steps_per_epoch,
-            val_loss,
-            accuracy,
-        )
-        # Ties go to the later epoch: when validation cannot tell epochs apart (a few
-        # hundred rows often cannot), the model that finished its schedule is the safer pick.
-        if best is None or accuracy >= best:
-            best = accuracy
-            best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if epoch in averaged_epochs:
-            weight_sum = _add_weights(weight_sum, model.state_dict())
+            result.history.append(entry if config.soup == 1 else {"run": run + 1} | entry)
+            logger.info(
+                "%s: train loss %.4f, validation loss %.4f, accuracy %.4f",
+                title,
+                running / steps_per_epoch,
+                val_loss,
+                accuracy,
+            )
+            # Ties go to the later epoch: when validation cannot tell epochs apart (a few
+            # hundred rows often cannot), the model that finished its schedule is the safer
+            # pick.
+            if accuracy >= result.best_accuracy:
+                result.best_accuracy = accuracy
+                result.best_epoch = epoch
+                result.best_state = copy.deepcopy(model.state_dict())
+            if epoch in averaged_epochs:
+                result.weight_sum = _add_weights(result.weight_sum, model.state_dict())
+        return result
+
+    start = copy.deepcopy(model.state_dict()) if config.soup > 1 else None
+    runs: list[_Run] = []
+    started = time.perf_counter()
+    for run in range(config.soup):
+        if start is not None and run:
+            model.load_state_dict(start)  # every run of a soup starts from the same weights
+        runs.append(fine_tune(run))
     train_seconds = time.perf_counter() - started
+    history = [entry for r in runs for entry in r.history]
+    # the best single epoch of all runs (ties: the later run)
+    best = max(reversed(runs), key=lambda r: r.best_accuracy)
+    best_epoch, best_run = best.best_epoch, best.run
 
     keep_mean = False
-    if len(averaged_epochs) > 1:
+    n_averaged = len(averaged_epochs) * len(runs)
+    if n_averaged > 1:
         # The mean of the last epochs' weights (one basin: same start, a decaying learning
         # rate) is usually at least as good as its best member and varies less from seed
-        # to seed.
-        model.load_state_dict(_mean_weights(weight_sum, len(averaged_epochs), best_state))
+        # to seed; a soup adds the same epochs of runs that saw the data in other orders.
+        weight_sum: dict[str, Any] = {}
+        for r in runs:
+            weight_sum = _add_weights(weight_sum, r.weight_sum)
+        model.load_state_dict(_mean_weights(weight_sum, n_averaged, best.best_state))
         val_loss, accuracy = validate()
-        history.append(
-            {
-                "epoch": averaged_epochs[-1],
-                "averaged_epochs": len(averaged_epochs),
-                "validation_loss": val_loss,
-                "validation_accuracy": accuracy,
-            }
-        )
+        entry = {
+            "epoch": averaged_epochs[-1],
+            "averaged_epochs": len(averaged_epochs),
+            "validation_loss": val_loss,
+            "validation_accuracy": accuracy,
+        }
+        history.append(entry if len(runs) == 1 else {"runs": len(runs)} | entry)
         logger.info(
-            "mean of epochs %d-%d: validation loss %.4f, accuracy %.4f",
-            averaged_epochs[0],
-            averaged_epochs[-1],
+            "%s: validation loss %.4f, accuracy %.4f",
+            _kept(best_epoch, averaged_epochs, runs=len(runs)),
             val_loss,
             accuracy,
         )
@@ -352,11 +390,12 @@ def train(
         # apart (73 errors vs 71 for the best epochs), but on the 2,207 reference rows the
         # mean of epochs 2-4 made 72 errors against 83 and its verdicts moved less between
         # the seeds (34 disagreements against 46 for the last epoch).
-        assert best is not None  # epochs >= 1
-        keep_mean = accuracy >= best - math.sqrt(best * (1 - best) / len(val_rows))
+        keep_mean = accuracy >= best.best_accuracy - math.sqrt(
+            best.best_accuracy * (1 - best.best_accuracy) / len(val_rows)
+        )
     if not keep_mean:
         averaged_epochs = []
-        model.load_state_dict(best_state)
+        model.load_state_dict(best.best_state)
     val_logits = torch_logits(model, tokenizer, val_texts, max_length=max_length)
     val_margins = val_logits[:, 1] - val_logits[:, 0]
     served = np.array(
@@ -370,7 +409,7 @@ def train(
     logger.info(
         "kept %s; temperature %.2f (calibration error %.3f -> %.3f), threshold %.3f "
         "(%s) on %d validation rows",
-        _kept(best_epoch, averaged_epochs),
+        _kept(best_epoch, averaged_epochs, runs=len(runs), best_run=best_run),
         calibration.temperature,
         calibration.ece_before,
         calibration.ece_after,
@@ -401,6 +440,8 @@ def train(
         "training": asdict(config) | {"freeze_embeddings": freeze},
         "best_epoch": best_epoch,
         "averaged_epochs": averaged_epochs,
+        "runs": len(runs),
+        "best_run": best_run,
         "history": history,
         "train_seconds": round(train_seconds, 2),
         "data": {
@@ -431,6 +472,8 @@ def train(
         validation_metrics=val_metrics,
         best_epoch=best_epoch,
         averaged_epochs=averaged_epochs,
+        runs=len(runs),
+        best_run=best_run,
         train_seconds=train_seconds,
         n_train=len(train_rows),
         n_validation=len(val_rows),
@@ -494,7 +537,11 @@ def train_guard(
         prefix=owned_tmp_prefix("topicguard-scratch"), suffix=".tmp", dir=out_dir.parent
     ) as scratch:
         second = Path(scratch) / MULTILINGUAL_DIR
-        ml_config = TrainConfig(**{**asdict(config), "base_model": MULTILINGUAL_BASE_MODEL})
+        # One run only: the multilingual model takes most of the training time (a soup of
+        # it would multiply that); the fast model's soup is the cheap one.
+        ml_config = TrainConfig(
+            **{**asdict(config), "base_model": MULTILINGUAL_BASE_MODEL, "soup": 1}
+        )
         # split before repeating, so that no validation row has a copy in training
         train_rows, val_rows = split_examples(
             examples, test_size=config.validation_size, seed=config.seed
@@ -596,11 +643,13 @@ def _usable_max_length(requested: int, tokenizer: Any, model: Any) -> int:
     return min(requested, int(limit))
 
 
-def _kept(best_epoch: int, averaged_epochs: list[int]) -> str:
+def _kept(best_epoch: int, averaged_epochs: list[int], *, runs: int = 1, best_run: int = 1) -> str:
     """Which weights training kept, in words."""
     if averaged_epochs:
-        return f"the mean of epochs {averaged_epochs[0]}-{averaged_epochs[-1]}"
-    return f"epoch {best_epoch}"
+        first, last = averaged_epochs[0], averaged_epochs[-1]
+        epochs = f"epochs {first}-{last}" if last > first else f"epoch {last}"
+        return f"the mean of {epochs}" + (f" of {runs} runs" if runs > 1 else "")
+    return f"epoch {best_epoch}" + (f" of run {best_run}" if runs > 1 else "")
 
 
 def _add_weights(total: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:

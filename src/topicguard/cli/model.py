@@ -54,6 +54,15 @@ def train(
             "beats it on validation by over one standard error (1: single epochs only)",
         ),
     ] = DEFAULTS.average_last,
+    soup: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="fine-tune N runs of the fast model that differ only in data order and "
+            "average their weights (a model soup: steadier from seed to seed; N times the "
+            "fast model's training time)",
+        ),
+    ] = DEFAULTS.soup,
     seed: Annotated[int, typer.Option(help="random seed")] = DEFAULTS.seed,
     learning_rate: Annotated[
         float, typer.Option(min=0.0, help="peak learning rate")
@@ -106,6 +115,7 @@ def train(
             base_model=base_model or guard_spec.base_model or DEFAULT_BASE_MODEL,
             epochs=epochs,
             average_last=average_last,
+            soup=soup,
             learning_rate=learning_rate,
             batch_size=batch_size,
             max_length=max_length,
