@@ -26,8 +26,15 @@ def test_model_folder_is_a_plain_hugging_face_folder_plus_metadata(tiny_guard: P
     assert len(meta["data"]["fingerprint"]) == 64
     assert meta["data"]["n_train"] + meta["data"]["n_validation"] == 16
     assert set(meta["metrics"]["validation"]) >= {"f1", "false_block_rate", "leak_rate"}
-    assert [h["epoch"] for h in meta["history"]] == [1, 2, 2]  # the last: epochs 1-2 averaged
-    assert meta["history"][-1]["averaged_epochs"] == 2
+    # the default soup: two runs of two epochs, then the mean of epochs 1-2 of both
+    assert [(h.get("run"), h["epoch"]) for h in meta["history"]] == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+        (None, 2),
+    ]
+    assert meta["history"][-1]["averaged_epochs"] == 2 and meta["runs"] == 2
     assert meta["averaged_epochs"] in ([], [1, 2])
     assert not list(tiny_guard.parent.glob(".*tmp"))  # no half-written folder left behind
 
