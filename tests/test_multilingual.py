@@ -201,6 +201,7 @@ def test_train_guard_builds_a_routed_folder(
     assert zh_seen > 0
     assert second["data"]["n_train"] == len(seen) + 2 * zh_seen
     assert second["data"]["n_validation"] == len(held_out)
+    assert second["runs"] == meta["runs"] == config.soup == 2  # both models are soups
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
     guard = TopicGuard.load(tmp_path / "g")
     assert guard.multilingual is not None

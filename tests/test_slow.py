@@ -80,7 +80,7 @@ def test_multilingual_guard_learns_chinese(tmp_path: Path, monkeypatch: pytest.M
     random.Random(0).shuffle(rows)
     chinese = [e for e in rows if e.lang == "zh"][:400]
     english = [e for e in rows if e.lang == "en"][:200]
-    config = TrainConfig(epochs=3, max_length=64)
+    config = TrainConfig(epochs=3, max_length=64, soup=1)  # the path, not the soup
     train_guard(chinese + english, tmp_path / "guard", config, spec=spec)
     guard = TopicGuard.load(tmp_path / "guard")
     assert guard.multilingual is not None

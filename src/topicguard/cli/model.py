@@ -58,9 +58,9 @@ def train(
         int,
         typer.Option(
             min=1,
-            help="fine-tune N runs of the fast model that differ only in data order and "
+            help="fine-tune N runs of each model that differ only in data order and "
             "average their weights (a model soup: steadier from seed to seed; N times the "
-            "fast model's training time)",
+            "training time, 1 for a quick guard)",
         ),
     ] = DEFAULTS.soup,
     seed: Annotated[int, typer.Option(help="random seed")] = DEFAULTS.seed,
