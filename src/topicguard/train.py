@@ -75,7 +75,7 @@ class TrainConfig:
         metadata={
             "help": "fine-tune N runs that differ only in data order and dropout, from the same "
             "start, and average their weights (a model soup: steadier from seed to seed); "
-            "both models of a routed guard"
+            "in a routed guard, both models are soups"
         },
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "peak AdamW learning rate"})
