@@ -2,7 +2,8 @@
 
 ``FakeLLM(reply)`` serves POST /v1/chat/completions; ``reply(request, call_number)`` returns
 a ``Reply``: the answer text, or an HTTP status with headers, and an optional delay.
-Every request is recorded in ``requests``.
+Every request is recorded in ``requests``. ``refusing(reply, modes, status)`` wraps a reply
+function so that it refuses some structured-output modes the way real servers do.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Reply:
     finish_reason: str = "stop"
     reasoning_content: str | None = None
     message: str = ""
+    body: dict[str, Any] | None = None  # sent as is, whatever the status
 
 
 class FakeLLM:
@@ -46,7 +48,9 @@ class FakeLLM:
                 answer = fake.reply(body, number)
                 if answer.delay:
                     time.sleep(answer.delay)
-                if answer.status != 200:
+                if answer.body is not None:
+                    payload = answer.body
+                elif answer.status != 200:
                     payload = {
                         "error": {
                             "message": answer.message or f"fake error {answer.status}",
@@ -95,6 +99,55 @@ class FakeLLM:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def response_format(request: dict[str, Any]) -> str | None:
+    """The structured-output mode a request asked for (``None``: free text)."""
+    value = request.get("response_format")
+    return value.get("type") if isinstance(value, dict) else None
+
+
+def refusal(mode: str, status: int) -> Reply:
+    """A real server's refusal of ``mode``, by status:
+
+    - 422: FastAPI's validation error, with the reason only in ``detail`` (vLLM's and other
+      FastAPI servers' answer to a body they cannot validate);
+    - 500: llama-cpp-python's server, which wraps that validation error in an internal one;
+    - 400: OpenAI's shape;
+    - 200: an error in the body of a successful answer.
+    """
+    accepted = "'text' or 'json_object'" if mode == "json_schema" else "'text'"
+    problem = {
+        "type": "literal_error",
+        "loc": ["body", "response_format", "type"],
+        "msg": f"Input should be {accepted}",
+        "input": mode,
+    }
+    if status == 422:
+        return Reply(status=422, body={"detail": [problem]})
+    if status == 500:
+        # pydantic's error list, printed by Python: the location is a tuple
+        message = str([{**problem, "loc": ("body", "response_format", "type")}])
+        error = {"message": message, "type": "internal_server_error", "param": None}
+        return Reply(status=500, body={"error": {**error, "code": None}})
+    if status == 400:
+        text = f"Invalid parameter: 'response_format' of type '{mode}' is not supported"
+        return Reply(status=400, message=text)
+    return Reply(body={"error": {"message": f"response_format {mode} is not supported"}})
+
+
+def refusing(
+    reply: Callable[[dict[str, Any], int], Reply], modes: tuple[str, ...], status: int
+) -> Callable[[dict[str, Any], int], Reply]:
+    """``reply``, except that requests for one of ``modes`` are refused with ``status``."""
+
+    def answer(request: dict[str, Any], number: int) -> Reply:
+        mode = response_format(request)
+        if mode in modes:
+            return refusal(mode, status)
+        return reply(request, number)
+
+    return answer
 
 
 def user_text(request: dict[str, Any]) -> str:

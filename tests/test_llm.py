@@ -5,11 +5,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM, Reply, fake_settings
+from fake_llm import FakeLLM, Reply, fake_settings, refusing, response_format
 from pydantic import BaseModel
 
 from topicguard import LLMError
-from topicguard.llm import LLMClient, LLMSettings, extract_json, resolve_api_key, split_reasoning
+from topicguard.llm import (
+    LLMClient,
+    LLMSettings,
+    describe_mode,
+    extract_json,
+    resolve_api_key,
+    split_reasoning,
+)
 
 
 class Answer(BaseModel):
@@ -93,20 +100,91 @@ def test_structured_answer_reasoning_usage_and_cache(tmp_path: Path) -> None:
         assert client.usage.cached == 1
 
 
-def test_falls_back_when_the_server_refuses_json_schema(tmp_path: Path) -> None:
-    def reply(request: dict[str, Any], number: int) -> Reply:
-        kind = request.get("response_format", {}).get("type")
-        if kind == "json_schema":
-            return Reply(status=400, message="response_format type json_schema is unavailable")
-        return Reply(content='```json\n{"verdict": false}\n```')
+def _fenced(request: dict[str, Any], number: int) -> Reply:
+    return Reply(content='Here you are:\n```json\n{"verdict": false}\n```')
 
-    with FakeLLM(reply) as fake:
-        result, _ = _complete(_settings(fake.base_url, tmp_path), schema=Answer)
-        assert result.parsed == Answer(verdict=False)
-        assert [r.get("response_format", {}).get("type") for r in fake.requests] == [
+
+@pytest.mark.parametrize("status", [400, 422, 500, 200])
+def test_falls_back_after_one_refused_call_whatever_the_status(tmp_path: Path, status: int) -> None:
+    """400 (OpenAI), 422 (FastAPI), 500 (llama-cpp-python), 200 with an error body."""
+    with FakeLLM(refusing(_fenced, ("json_schema",), status)) as fake:
+        modes: list[str] = []
+        settings = _settings(fake.base_url, tmp_path, max_retries=6)
+
+        async def run() -> tuple[list[Any], LLMClient]:
+            client = LLMClient(settings, on_mode=lambda s, mode: modes.append(mode))
+            try:
+                results = [
+                    await client.complete([{"role": "user", "content": f"q{i}"}], schema=Answer)
+                    for i in range(3)
+                ]
+            finally:
+                await client.close()
+            return results, client
+
+        results, client = asyncio.run(run())
+        assert all(r.parsed == Answer(verdict=False) for r in results)
+        # one refused call, then JSON mode for the rest of the run; no retry spent on it
+        assert [response_format(r) for r in fake.requests] == [
             "json_schema",
             "json_object",
+            "json_object",
+            "json_object",
         ]
+        assert client.usage.retries == 0 and client.usage.failed == 0
+        assert client.mode == "json_object"
+        assert modes == ["json_object"]
+
+
+def test_a_server_that_takes_no_structured_output_is_read_from_free_text(
+    tmp_path: Path,
+) -> None:
+    reply = refusing(_fenced, ("json_schema", "json_object"), 500)
+    with FakeLLM(reply) as fake:
+        settings = _settings(fake.base_url, tmp_path)
+        result, client = _complete(settings, schema=Answer)
+        assert result.parsed == Answer(verdict=False)
+        assert [response_format(r) for r in fake.requests] == ["json_schema", "json_object", None]
+        assert client.mode == "text" and client.usage.retries == 0
+        assert "refused json_schema and json_object" in describe_mode(client.mode)
+
+
+def test_a_plain_500_is_retried_not_taken_for_a_refusal(tmp_path: Path) -> None:
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        if number <= 2:
+            return Reply(status=500, message="CUDA out of memory")
+        return Reply(content='{"verdict": true}')
+
+    with FakeLLM(reply) as fake:
+        result, client = _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert result.parsed == Answer(verdict=True)
+        assert [response_format(r) for r in fake.requests] == ["json_schema"] * 3
+        assert client.usage.retries == 2 and client.mode == "json_schema"
+
+
+def test_cached_answers_are_reused_only_under_their_mode(tmp_path: Path) -> None:
+    server = {"refuses": ("json_schema",)}
+
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        return refusing(_fenced, server["refuses"], 422)(request, number)
+
+    with FakeLLM(reply) as fake:
+        _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert len(fake.requests) == 2
+        # a rerun learns the mode again with one refused call, then finds its answer cached
+        again, client = _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert again.cached and client.usage.cached == 1
+        assert [response_format(r) for r in fake.requests[2:]] == ["json_schema"]
+        # the same endpoint and model now take json_schema: the JSON-mode answer is not used
+        server["refuses"] = ()
+        result, client = _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert not result.cached and client.mode == "json_schema"
+        assert [response_format(r) for r in fake.requests[3:]] == ["json_schema"]
+
+
+def test_describe_mode() -> None:
+    assert describe_mode("json_schema") == "JSON schema"
+    assert describe_mode("json_object") == "JSON mode; the endpoint refused json_schema"
 
 
 def test_retries_on_429_with_retry_after_500_and_timeouts(tmp_path: Path) -> None:

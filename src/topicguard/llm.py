@@ -6,8 +6,14 @@ backoff and jitter on 429, 5xx, timeouts and dropped connections, honouring ``Re
 structured output (a JSON schema where the server supports it, else ``json_object``, else
 the first valid JSON object found in free text or a fenced block); reasoning models'
 ``<think>`` text kept apart from the answer; an on-disk cache keyed by endpoint, model,
-messages and sampling parameters, so a rerun or a resumed run pays only for what is missing;
-token usage and cost summed over the run.
+messages, sampling parameters and structured-output mode, so a rerun or a resumed run pays
+only for what is missing; token usage and cost summed over the run.
+
+Servers refuse a ``response_format`` they do not take in different ways: 400 (OpenAI,
+vLLM), 422 (FastAPI's validation error), 500 (llama-cpp-python's server wraps that
+validation error), or a 200 whose body is an error. Any refusal that names the structured
+output steps the client down one mode after that one call, without spending the retry
+budget, and the client keeps the lower mode for the rest of the run.
 
 The API key comes from ``TOPICGUARD_API_KEY`` or ``OPENAI_API_KEY`` (or a ``.env`` file) and
 is never written anywhere. A server on this machine (localhost) needs no key.
@@ -22,7 +28,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,9 @@ __all__ = [
     "Completion",
     "LLMClient",
     "LLMSettings",
+    "ModeCallback",
     "Usage",
+    "describe_mode",
     "extract_json",
     "resolve_api_key",
     "split_reasoning",
@@ -47,6 +55,7 @@ KEY_VARIABLES = ("TOPICGUARD_API_KEY", "OPENAI_API_KEY")
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _MODES = ("json_schema", "json_object", "text")
+_FORMAT_WORDS = ("response_format", "json_schema", "json_object", "response format", "structured")
 
 
 @dataclass
@@ -151,10 +160,37 @@ def extract_json(text: str) -> Any:
     return None
 
 
-class LLMClient:
-    """Async chat client with retries, structured output, cache and usage accounting."""
+def describe_mode(mode: str) -> str:
+    """A reader's account of a structured-output mode, for logs and the CLI."""
+    refused = _MODES[: _MODES.index(mode)]
+    how = {
+        "json_schema": "JSON schema",
+        "json_object": "JSON mode",
+        "text": "free text (the JSON is read out of the answer)",
+    }[mode]
+    return how + (f"; the endpoint refused {' and '.join(refused)}" if refused else "")
 
-    def __init__(self, settings: LLMSettings) -> None:
+
+# told the settings of a client and the structured-output mode its endpoint accepted
+ModeCallback = Callable[[LLMSettings, str], None]
+
+
+class _FormatRefused(Exception):
+    """The server refused the structured-output mode that one request asked for."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(mode)
+        self.mode = mode
+
+
+class LLMClient:
+    """Async chat client with retries, structured output, cache and usage accounting.
+
+    ``on_mode(settings, mode)`` is called with the structured-output mode of the first
+    answer, and again whenever the endpoint makes the client step down.
+    """
+
+    def __init__(self, settings: LLMSettings, *, on_mode: ModeCallback | None = None) -> None:
         self.settings = settings
         host = urlparse(settings.base_url).hostname or ""
         local = host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
@@ -168,6 +204,8 @@ class LLMClient:
             from openai import AsyncOpenAI
         except ImportError as exc:  # pragma: no cover - a core dependency
             raise LLMError("the openai package is missing: pip install openai") from exc
+        # max_retries=0: the SDK would resend a refused json_schema request (a 500) several
+        # times before the fallback could see it; our own loop retries only what deserves it.
         self._client = AsyncOpenAI(
             api_key=key or "not-needed",
             base_url=settings.base_url,
@@ -175,8 +213,15 @@ class LLMClient:
             max_retries=0,
         )
         self._mode = _MODES[0]
+        self._reported_mode: str | None = None
+        self._on_mode = on_mode
         self._semaphore = asyncio.Semaphore(max(1, settings.concurrency))
         self.usage = Usage()
+
+    @property
+    def mode(self) -> str:
+        """The structured-output mode requests with a schema use now."""
+        return self._mode
 
     async def complete(
         self,
@@ -189,93 +234,136 @@ class LLMClient:
         """One chat completion. ``schema`` (a pydantic model) asks for structured output;
         ``sample`` tells apart repeated samples of the same prompt (votes) in the cache."""
         temperature = self.settings.temperature if temperature is None else temperature
-        key = self._cache_key(messages, schema, temperature, sample)
-        cached = self._read_cache(key)
-        if cached is not None:
+        while True:
+            mode = self._mode if schema is not None else "text"
+            key = self._cache_key(messages, schema, temperature, sample, mode)
+            cached = self._read_cache(key)
+            if cached is not None:
+                self.usage.calls += 1
+                self.usage.cached += 1
+                self._report(schema, mode)
+                return self._finish(cached, schema, cached=True)
+            try:
+                async with self._semaphore:
+                    raw = await self._call_with_retries(list(messages), schema, temperature, mode)
+            except _FormatRefused as refused:
+                self._step_down(refused.mode)
+                continue  # the answer for the lower mode may be cached already
+            self._write_cache(key, raw)
             self.usage.calls += 1
-            self.usage.cached += 1
-            return self._finish(cached, schema, cached=True)
-        async with self._semaphore:
-            raw = await self._call_with_retries(list(messages), schema, temperature)
-        self._write_cache(key, raw)
-        self.usage.calls += 1
-        self.usage.prompt_tokens += raw["prompt_tokens"]
-        self.usage.completion_tokens += raw["completion_tokens"]
-        self._add_cost(raw)
-        return self._finish(raw, schema, cached=False)
+            self.usage.prompt_tokens += raw["prompt_tokens"]
+            self.usage.completion_tokens += raw["completion_tokens"]
+            self._add_cost(raw)
+            self._report(schema, mode)
+            return self._finish(raw, schema, cached=False)
 
     async def close(self) -> None:
         await self._client.close()
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _call_with_retries(
-        self, messages: list[dict[str, str]], schema: type[Any] | None, temperature: float
+    def _step_down(self, refused: str) -> None:
+        # step down from the mode the refused request used: concurrent requests may have
+        # stepped down already, and a mode is never raised again
+        fallback = _MODES[_MODES.index(refused) + 1]
+        if _MODES.index(fallback) > _MODES.index(self._mode):
+            self._mode = fallback
+            logger.info(
+                "%s at %s refused %s: structured output falls back to %s",
+                self.settings.model,
+                self.settings.base_url,
+                refused,
+                fallback,
+            )
+
+    def _report(self, schema: type[Any] | None, mode: str) -> None:
+        seen = self._reported_mode
+        if schema is None or (seen is not None and _MODES.index(mode) <= _MODES.index(seen)):
+            return
+        self._reported_mode = mode
+        if self._on_mode is not None:
+            self._on_mode(self.settings, mode)
+
+    def _request(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[Any] | None,
+        temperature: float,
+        mode: str,
     ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": messages,
+            "temperature": temperature,
+        }
+        if self.settings.max_tokens:
+            kwargs["max_tokens"] = self.settings.max_tokens
+        if schema is not None and mode != "text":
+            kwargs["response_format"] = _response_format(mode, schema)
+        return kwargs
+
+    async def _call_with_retries(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[Any] | None,
+        temperature: float,
+        mode: str,
+    ) -> dict[str, Any]:
+        """One answer, retried on 429, 5xx, timeouts and dropped connections. Raises
+        ``_FormatRefused`` after the first call the server refuses for its response_format."""
         import openai
 
+        kwargs = self._request(messages, schema, temperature, mode)
+        sent = kwargs.get("response_format", {}).get("type")
         attempt = 0
         while True:
-            kwargs: dict[str, Any] = {
-                "model": self.settings.model,
-                "messages": messages,
-                "temperature": temperature,
-            }
-            if self.settings.max_tokens:
-                kwargs["max_tokens"] = self.settings.max_tokens
-            if schema is not None and self._mode != "text":
-                kwargs["response_format"] = _response_format(self._mode, schema)
+            failure: Exception
             try:
                 response = await self._client.chat.completions.create(**kwargs)
-                return _raw_answer(response)
-            except openai.BadRequestError as exc:
-                sent = kwargs.get("response_format", {}).get("type")
-                if sent is not None and _about_response_format(exc):
-                    # the server does not take this mode: step down from the mode this request
-                    # used (concurrent requests may have stepped down already)
-                    fallback = _MODES[_MODES.index(sent) + 1]
-                    if _MODES.index(fallback) > _MODES.index(self._mode):
-                        self._mode = fallback
-                        logger.info(
-                            "%s: structured output falls back to %s", self.settings.model, fallback
-                        )
-                    continue
-                raise LLMError(f"the API refused the request: {_short(exc)}") from exc
-            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            except openai.APIStatusError as exc:
+                if sent is not None and _about_response_format(_error_text(exc)):
+                    raise _FormatRefused(sent) from exc
+                self._raise_unless_retryable(exc)
+                failure = exc
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                failure = exc
+            else:
+                error = _body_error(response)
+                if error is None:
+                    return _raw_answer(response)
+                if sent is not None and _about_response_format(error):
+                    raise _FormatRefused(sent)
+                raise LLMError(f"the API answered with an error: {_short_text(error)}")
+            if attempt >= self.settings.max_retries:
+                self.usage.failed += 1
                 raise LLMError(
-                    f"the API rejected the key for {self.settings.base_url}: {_short(exc)}"
-                ) from exc
-            except openai.NotFoundError as exc:
-                raise LLMError(
-                    f"model {self.settings.model!r} or endpoint not found at "
-                    f"{self.settings.base_url}: {_short(exc)}"
-                ) from exc
-            except (
-                openai.RateLimitError,
-                openai.InternalServerError,
-                openai.APIStatusError,
-                openai.APITimeoutError,
-                openai.APIConnectionError,
-            ) as exc:
-                status = getattr(exc, "status_code", None)
-                if (
-                    isinstance(exc, openai.APIStatusError)
-                    and status is not None
-                    and status < 500
-                    and status != 429
-                ):
-                    raise LLMError(f"the API answered {status}: {_short(exc)}") from exc
-                if attempt >= self.settings.max_retries:
-                    self.usage.failed += 1
-                    raise LLMError(
-                        f"{self.settings.base_url} still failing after "
-                        f"{attempt + 1} attempts: {_short(exc)}"
-                    ) from exc
-                delay = self._delay(attempt, exc)
-                attempt += 1
-                self.usage.retries += 1
-                logger.debug("retry %d in %.1f s after %s", attempt, delay, type(exc).__name__)
-                await asyncio.sleep(delay)
+                    f"{self.settings.base_url} still failing after "
+                    f"{attempt + 1} attempts: {_short(failure)}"
+                ) from failure
+            delay = self._delay(attempt, failure)
+            attempt += 1
+            self.usage.retries += 1
+            logger.debug("retry %d in %.1f s after %s", attempt, delay, type(failure).__name__)
+            await asyncio.sleep(delay)
+
+    def _raise_unless_retryable(self, exc: Any) -> None:
+        """Raise ``LLMError`` for an HTTP error that a retry will not cure."""
+        import openai
+
+        status = exc.status_code
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            raise LLMError(
+                f"the API rejected the key for {self.settings.base_url}: {_short(exc)}"
+            ) from exc
+        if isinstance(exc, openai.NotFoundError):
+            raise LLMError(
+                f"model {self.settings.model!r} or endpoint not found at "
+                f"{self.settings.base_url}: {_short(exc)}"
+            ) from exc
+        if isinstance(exc, openai.BadRequestError):
+            raise LLMError(f"the API refused the request: {_short(exc)}") from exc
+        if status < 500 and status != 429:
+            raise LLMError(f"the API answered {status}: {_short(exc)}") from exc
 
     def _delay(self, attempt: int, exc: Exception) -> float:
         response = getattr(exc, "response", None)
@@ -315,6 +403,7 @@ class LLMClient:
         schema: type[Any] | None,
         temperature: float,
         sample: int,
+        mode: str,
     ) -> str:
         payload = {
             "base_url": self.settings.base_url.rstrip("/"),
@@ -324,6 +413,8 @@ class LLMClient:
             "max_tokens": self.settings.max_tokens,
             "schema": schema.model_json_schema() if schema is not None else None,
             "sample": sample,
+            # an answer is reused only under the structured-output mode that produced it
+            "mode": mode,
         }
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -366,11 +457,33 @@ def _response_format(mode: str, schema: type[Any]) -> dict[str, Any]:
     return {"type": "json_object"}
 
 
-def _about_response_format(exc: Exception) -> bool:
-    """Whether a 400 complains about structured output (not, say, a too-long prompt)."""
-    text = str(exc).lower()
-    words = ("response_format", "json_schema", "json_object", "response format", "structured")
-    return any(word in text for word in words)
+def _about_response_format(text: str) -> bool:
+    """Whether an error complains about structured output (not, say, a too-long prompt)."""
+    text = text.lower()
+    return any(word in text for word in _FORMAT_WORDS)
+
+
+def _error_text(exc: Any) -> str:
+    """The message and the body of an HTTP error: the SDK's message may hold only the
+    body's ``error.message``, and FastAPI's 422 puts the reason in ``detail`` instead."""
+    body = getattr(exc, "body", None)
+    if body is None:
+        return str(exc)
+    return f"{exc} {body if isinstance(body, str) else json.dumps(body, default=str)}"
+
+
+def _body_error(response: Any) -> str | None:
+    """The error of a 200 answer whose body is an error rather than a completion."""
+    if getattr(response, "choices", None):
+        return None
+    error = getattr(response, "error", None)
+    if error is None and isinstance(getattr(response, "model_extra", None), dict):
+        error = response.model_extra.get("error")
+    if error is None:
+        return None
+    if isinstance(error, dict):
+        return json.dumps(error, default=str)
+    return str(error)
 
 
 def _raw_answer(response: Any) -> dict[str, Any]:
@@ -391,8 +504,11 @@ def _raw_answer(response: Any) -> dict[str, Any]:
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] if text else type(exc).__name__
+    return _short_text(str(exc)) or type(exc).__name__
+
+
+def _short_text(text: str) -> str:
+    return " ".join(text.split())[:300]
 
 
 def settings_dict(settings: LLMSettings) -> dict[str, Any]:
