@@ -5,6 +5,9 @@ tone × length × phrasing × language), with a set share of messages naming the
 hard negatives and of jailbreak attempts (``generation`` in the spec). Exact and
 near-duplicates are dropped across batches. Rows are written after every wave of batches,
 atomically, and answers are cached, so an interrupted run resumes without paying twice.
+The first batch of a run goes alone: a bad key or endpoint stops the run before anything is
+written, and the endpoint's structured-output mode is learnt with one call, not one per
+batch of the first wave. A wave whose every batch fails stops the run with the rows so far.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from topicguard._exceptions import DataError, LLMError
 from topicguard._progress import progress_bar
 from topicguard.data import normalize_text, write_jsonl
 from topicguard.leakage import near_duplicates
-from topicguard.llm import LLMClient, LLMSettings, Usage
+from topicguard.llm import LLMClient, LLMSettings, ModeCallback, Usage
 from topicguard.spec import GuardSpec
 from topicguard.templates import render
 
@@ -158,8 +161,12 @@ def generate_rows(
     seed: int = 0,
     resume: bool = False,
     near_duplicate_threshold: float = 0.85,
+    on_mode: ModeCallback | None = None,
 ) -> tuple[list[dict[str, Any]], GenerationStats, Usage]:
-    """Generate until ``n`` unique rows exist in ``out`` (or the batch budget is spent)."""
+    """Generate until ``n`` unique rows exist in ``out`` (or the batch budget is spent).
+
+    ``on_mode(settings, mode)`` hears which structured-output mode the endpoint accepted.
+    """
     if n < 1:
         raise DataError(f"--n must be positive, got {n}")
     size = batch_size or spec.generation.batch_size
@@ -172,7 +179,7 @@ def generate_rows(
         rows = read_rows(out)
         logger.info("resuming with %d rows from %s", len(rows), out)
     return asyncio.run(
-        _generate(spec, settings, n, out, size, seed, rows, near_duplicate_threshold)
+        _generate(spec, settings, n, out, size, seed, rows, near_duplicate_threshold, on_mode)
     )
 
 
@@ -185,10 +192,11 @@ async def _generate(
     seed: int,
     rows: list[dict[str, Any]],
     threshold: float,
+    on_mode: ModeCallback | None,
 ) -> Any:
-
-    client = LLMClient(settings)
+    client = LLMClient(settings, on_mode=on_mode)
     stats = GenerationStats()
+    errors: list[LLMError] = []
     seen = {normalize_text(str(r["text"])) for r in rows}
     next_index = 1 + max((int(r.get("batch", -1)) for r in rows), default=-1)
     budget = next_index + math.ceil(n / size) * 4 + 4  # room for failed and duplicate batches
@@ -200,10 +208,11 @@ async def _generate(
             completion = await client.complete(
                 build_messages(spec, batch), schema=GeneratedBatch, sample=0
             )
-        except LLMError:
-            if index == 0 and client.usage.calls == 0:
+        except LLMError as exc:
+            if client.usage.calls == 0:
                 raise  # a bad key or endpoint: stop before anything is written
             stats.failed_batches += 1
+            errors.append(exc)
             return None
         if completion.parsed is None:
             stats.unparsed_batches += 1
@@ -218,9 +227,15 @@ async def _generate(
         ) as bar:
             index = next_index
             while len(rows) < n and index < budget:
-                indices = list(range(index, min(index + wave, budget)))
+                alone = index == next_index  # the run's first batch: see the docstring
+                indices = list(range(index, min(index + (1 if alone else wave), budget)))
                 index = indices[-1] + 1
                 results = await asyncio.gather(*(one(i) for i in indices))
+                if all(result is None for result in results):
+                    raise LLMError(
+                        f"every batch of the last wave failed ({errors[-1]}); {len(rows)} rows "
+                        f"are in {out}: rerun with --resume once the endpoint answers"
+                    )
                 stats.batches += len(indices)
                 before = len(rows)
                 candidates = [row for result in results for row in (result or [])]

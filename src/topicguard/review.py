@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from topicguard._exceptions import DataError, LLMError
 from topicguard._progress import progress_bar
 from topicguard.data import parse_label, write_jsonl
-from topicguard.llm import LLMClient, LLMSettings, extract_json, split_reasoning
+from topicguard.llm import LLMClient, LLMSettings, ModeCallback, extract_json, split_reasoning
 from topicguard.spec import GuardSpec
 from topicguard.templates import render
 
@@ -110,19 +110,25 @@ def review_rows(
     votes: int = 1,
     out: Path | None = None,
     checkpoint_every: int = 100,
+    on_mode: ModeCallback | None = None,
 ) -> tuple[list[dict[str, Any]], ReviewSummary, list[Any]]:
     """Judge every row with each judge ``votes`` times; majority verdict (ties: ``None``).
 
     Returns the reviewed rows, a summary and each judge's usage. With ``out``, the rows
     done so far are written (atomically) every ``checkpoint_every`` rows and at the end;
     answers are cached, so a rerun after a crash pays only for the rows not yet judged.
+    A judge whose first live call of the run fails stops the run (a bad key or endpoint);
+    later failures leave the row without a verdict. ``on_mode(settings, mode)`` hears which
+    structured-output mode each judge's endpoint accepted.
     """
     if votes < 1:
         raise DataError(f"--votes must be at least 1, got {votes}")
     for i, row in enumerate(rows, start=1):
         if not str(row.get("text") or "").strip():
             raise DataError(f"row {i} has no text")
-    return asyncio.run(_review(list(rows), spec, list(settings), votes, out, checkpoint_every))
+    return asyncio.run(
+        _review(list(rows), spec, list(settings), votes, out, checkpoint_every, on_mode)
+    )
 
 
 async def _review(
@@ -132,9 +138,9 @@ async def _review(
     votes: int,
     out: Path | None,
     checkpoint_every: int,
+    on_mode: ModeCallback | None,
 ) -> Any:
-
-    clients = [LLMClient(s) for s in settings]
+    clients = [LLMClient(s, on_mode=on_mode) for s in settings]
     reviewed: list[dict[str, Any] | None] = [None] * len(rows)
     multi = len(clients) * votes > 1
     temperature = None if multi else 0.0  # one vote: deterministic; several: sampled
@@ -150,8 +156,8 @@ async def _review(
                         messages, schema=Verdict, temperature=temperature, sample=sample
                     )
                 except LLMError as exc:
-                    if client.usage.calls == 0 and index == 0:
-                        raise
+                    if client.usage.calls == client.usage.cached:
+                        raise  # no live answer yet: a bad key or endpoint, not one bad row
                     answers.append(
                         {
                             "judge": client.settings.model,
@@ -184,10 +190,18 @@ async def _review(
                 bar.update(1)
             pending = list(range(1, len(rows)))
             for start in range(0, len(pending), checkpoint_every):
-                chunk = pending[start : start + checkpoint_every]
-                for coro in asyncio.as_completed([judge(i) for i in chunk]):
-                    await coro
-                    bar.update(1)
+                tasks = [
+                    asyncio.ensure_future(judge(i))
+                    for i in pending[start : start + checkpoint_every]
+                ]
+                try:
+                    for task in asyncio.as_completed(tasks):
+                        await task
+                        bar.update(1)
+                finally:  # a judge that stops the run: end the rest of the chunk quietly
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
                 if out is not None:
                     write_jsonl(out, [r for r in reviewed if r is not None])
     finally:

@@ -66,6 +66,16 @@ def _llm_settings(
     return settings
 
 
+def _print_mode(settings: LLMSettings, mode: str) -> None:
+    """Which structured output the endpoint took: told once at the start of a run, and
+    again if it steps down later."""
+    from topicguard.llm import describe_mode
+
+    typer.echo(
+        f"{settings.model} at {settings.base_url}: structured output by {describe_mode(mode)}"
+    )
+
+
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     require_jsonl(out, "--out")
     if out.exists() and not (resume or overwrite):
@@ -118,7 +128,14 @@ def generate(
             temperature=1.0,
         )
         rows, stats, usage = generate_rows(
-            guard_spec, settings, n, out=out, batch_size=batch_size, seed=seed, resume=resume
+            guard_spec,
+            settings,
+            n,
+            out=out,
+            batch_size=batch_size,
+            seed=seed,
+            resume=resume,
+            on_mode=_print_mode,
         )
         on_topic = sum(bool(r["label"]) for r in rows)
         typer.echo(
@@ -181,7 +198,9 @@ def review(
             )
             for m in models
         ]
-        reviewed, summary, usages = review_rows(rows, guard_spec, settings, votes=votes, out=out)
+        reviewed, summary, usages = review_rows(
+            rows, guard_spec, settings, votes=votes, out=out, on_mode=_print_mode
+        )
         typer.echo(
             f"{out}: {summary.n} rows judged: {summary.verdicts['on_topic']} on topic, "
             f"{summary.verdicts['off_topic']} off topic, {summary.unparsed} without a verdict "
