@@ -102,9 +102,13 @@ class FakeLLM:
 
 
 def response_format(request: dict[str, Any]) -> str | None:
-    """The structured-output mode a request asked for (``None``: free text)."""
+    """The structured-output mode a request asked for, named as the client names it
+    (``json_object_schema``: JSON mode with a schema beside it; ``None``: free text)."""
     value = request.get("response_format")
-    return value.get("type") if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    return "json_object_schema" if kind == "json_object" and "schema" in value else kind
 
 
 def refusal(mode: str, status: int) -> Reply:
@@ -113,24 +117,29 @@ def refusal(mode: str, status: int) -> Reply:
     - 422: FastAPI's validation error, with the reason only in ``detail`` (vLLM's and other
       FastAPI servers' answer to a body they cannot validate);
     - 500: llama-cpp-python's server, which wraps that validation error in an internal one;
-    - 400: OpenAI's shape;
+    - 400: OpenAI's shape (a server that takes no schema beside json_object names only it);
     - 200: an error in the body of a successful answer.
     """
-    accepted = "'text' or 'json_object'" if mode == "json_schema" else "'text'"
-    problem = {
-        "type": "literal_error",
-        "loc": ["body", "response_format", "type"],
-        "msg": f"Input should be {accepted}",
-        "input": mode,
-    }
+    if mode == "json_object_schema":
+        problem: dict[str, Any] = {
+            "type": "extra_forbidden",
+            "msg": "Extra inputs are not permitted",
+        }
+        problem["loc"] = ["body", "response_format", "schema"]
+    else:
+        accepted = "'text' or 'json_object'" if mode == "json_schema" else "'text'"
+        problem = {"type": "literal_error", "loc": ["body", "response_format", "type"]}
+        problem.update({"msg": f"Input should be {accepted}", "input": mode})
     if status == 422:
         return Reply(status=422, body={"detail": [problem]})
     if status == 500:
         # pydantic's error list, printed by Python: the location is a tuple
-        message = str([{**problem, "loc": ("body", "response_format", "type")}])
+        message = str([{**problem, "loc": tuple(problem["loc"])}])
         error = {"message": message, "type": "internal_server_error", "param": None}
         return Reply(status=500, body={"error": {**error, "code": None}})
     if status == 400:
+        if mode == "json_object_schema":
+            return Reply(status=400, message="Unrecognized request argument supplied: schema")
         text = f"Invalid parameter: 'response_format' of type '{mode}' is not supported"
         return Reply(status=400, message=text)
     return Reply(body={"error": {"message": f"response_format {mode} is not supported"}})

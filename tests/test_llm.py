@@ -104,10 +104,19 @@ def _fenced(request: dict[str, Any], number: int) -> Reply:
     return Reply(content='Here you are:\n```json\n{"verdict": false}\n```')
 
 
+@pytest.mark.parametrize(
+    ("refused", "mode"),
+    [
+        (("json_schema",), "json_object_schema"),  # llama-cpp-python
+        (("json_schema", "json_object_schema"), "json_object"),  # no schema beside JSON mode
+    ],
+)
 @pytest.mark.parametrize("status", [400, 422, 500, 200])
-def test_falls_back_after_one_refused_call_whatever_the_status(tmp_path: Path, status: int) -> None:
+def test_falls_back_after_one_refused_call_whatever_the_status(
+    tmp_path: Path, status: int, refused: tuple[str, ...], mode: str
+) -> None:
     """400 (OpenAI), 422 (FastAPI), 500 (llama-cpp-python), 200 with an error body."""
-    with FakeLLM(refusing(_fenced, ("json_schema",), status)) as fake:
+    with FakeLLM(refusing(_fenced, refused, status)) as fake:
         modes: list[str] = []
         settings = _settings(fake.base_url, tmp_path, max_retries=6)
 
@@ -124,29 +133,30 @@ def test_falls_back_after_one_refused_call_whatever_the_status(tmp_path: Path, s
 
         results, client = asyncio.run(run())
         assert all(r.parsed == Answer(verdict=False) for r in results)
-        # one refused call, then JSON mode for the rest of the run; no retry spent on it
-        assert [response_format(r) for r in fake.requests] == [
-            "json_schema",
-            "json_object",
-            "json_object",
-            "json_object",
-        ]
+        # one refused call per refused mode, then the mode taken for the rest of the run;
+        # no retry spent on them
+        assert [response_format(r) for r in fake.requests] == [*refused, mode, mode, mode]
         assert client.usage.retries == 0 and client.usage.failed == 0
-        assert client.mode == "json_object"
-        assert modes == ["json_object"]
+        assert client.mode == mode
+        assert modes == [mode]
 
 
 def test_a_server_that_takes_no_structured_output_is_read_from_free_text(
     tmp_path: Path,
 ) -> None:
-    reply = refusing(_fenced, ("json_schema", "json_object"), 500)
+    reply = refusing(_fenced, ("json_schema", "json_object_schema", "json_object"), 500)
     with FakeLLM(reply) as fake:
         settings = _settings(fake.base_url, tmp_path)
         result, client = _complete(settings, schema=Answer)
         assert result.parsed == Answer(verdict=False)
-        assert [response_format(r) for r in fake.requests] == ["json_schema", "json_object", None]
+        assert [response_format(r) for r in fake.requests] == [
+            "json_schema",
+            "json_object_schema",
+            "json_object",
+            None,
+        ]
         assert client.mode == "text" and client.usage.retries == 0
-        assert "refused json_schema and json_object" in describe_mode(client.mode)
+        assert describe_mode(client.mode).startswith("free text")
 
 
 def test_a_plain_500_is_retried_not_taken_for_a_refusal(tmp_path: Path) -> None:
@@ -184,7 +194,9 @@ def test_cached_answers_are_reused_only_under_their_mode(tmp_path: Path) -> None
 
 def test_describe_mode() -> None:
     assert describe_mode("json_schema") == "JSON schema"
-    assert describe_mode("json_object") == "JSON mode; the endpoint refused json_schema"
+    assert describe_mode("json_object") == (
+        "JSON mode; the endpoint refused JSON schema, JSON mode held to the schema"
+    )
 
 
 def test_retries_on_429_with_retry_after_500_and_timeouts(tmp_path: Path) -> None:

@@ -95,24 +95,25 @@ def test_generate_and_review_tell_the_mode_and_fall_back_once(tmp_path: Path) ->
         result = _generate(fake.base_url, tmp_path)
         assert result.exit_code == 0, result.output
         lines = result.stdout.splitlines()
-        assert "structured output by JSON mode; the endpoint refused json_schema" in lines[0]
+        assert (
+            "structured output by JSON mode held to the schema; the endpoint refused " in lines[0]
+        )
         assert f"{tmp_path / 'raw.jsonl'}: 8 queries" in result.stdout
         modes = [response_format(r) for r in fake.requests]
         assert modes.count("json_schema") == 1  # the first batch goes alone
-        assert modes[1:] == ["json_object"] * (len(modes) - 1)
+        assert modes[1:] == ["json_object_schema"] * (len(modes) - 1)
         assert "0 retries" in result.stdout
     # a server that takes no structured output at all: JSON read from free text
-    with FakeLLM(refusing(_judge, ("json_schema", "json_object"), 422)) as fake:
+    refused = ("json_schema", "json_object_schema", "json_object")
+    with FakeLLM(refusing(_judge, refused, 422)) as fake:
         result = _review(fake.base_url, tmp_path)
         assert result.exit_code == 0, result.output
         assert "structured output by free text" in result.stdout.splitlines()[0]
         assert "8 rows judged: 4 on topic, 4 off topic, 0 without a verdict" in result.stdout
-        assert [response_format(r) for r in fake.requests[:3]] == [
-            "json_schema",
-            "json_object",
-            None,
-        ]
-        assert all(response_format(r) is None for r in fake.requests[2:])
+        # one refused call per mode on the first row, then free text for every row
+        assert [response_format(r) for r in fake.requests[:3]] == list(refused)
+        assert all(response_format(r) is None for r in fake.requests[3:])
+        assert len(fake.requests) == 3 + 8
     assert [r["label"] for r in _rows(tmp_path / "reviewed.jsonl")] == [
         True,
         True,

@@ -3,17 +3,20 @@ llama.cpp server, Ollama), built on the official ``openai`` SDK.
 
 What long, paid, rate-limited runs need: bounded concurrency; retries with exponential
 backoff and jitter on 429, 5xx, timeouts and dropped connections, honouring ``Retry-After``;
-structured output (a JSON schema where the server supports it, else ``json_object``, else
-the first valid JSON object found in free text or a fenced block); reasoning models'
-``<think>`` text kept apart from the answer; an on-disk cache keyed by endpoint, model,
-messages, sampling parameters and structured-output mode, so a rerun or a resumed run pays
-only for what is missing; token usage and cost summed over the run.
+structured output (a JSON schema where the server supports it, else ``json_object`` with
+the schema beside it, as llama-cpp-python's server and Together take it, else plain
+``json_object``, else the first valid JSON object found in free text or a fenced block);
+reasoning models' ``<think>`` text kept apart from the answer; an on-disk cache keyed by
+endpoint, model, messages, sampling parameters and structured-output mode, so a rerun or a
+resumed run pays only for what is missing; token usage and cost summed over the run.
 
 Servers refuse a ``response_format`` they do not take in different ways: 400 (OpenAI,
 vLLM), 422 (FastAPI's validation error), 500 (llama-cpp-python's server wraps that
 validation error), or a 200 whose body is an error. Any refusal that names the structured
 output steps the client down one mode after that one call, without spending the retry
-budget, and the client keeps the lower mode for the rest of the run.
+budget, and the client keeps the lower mode for the rest of the run. The schema beside
+``json_object`` matters to small local models: held to it by the server's grammar they
+answer in the shape asked for, where plain JSON mode lets them write any JSON at all.
 
 The API key comes from ``TOPICGUARD_API_KEY`` or ``OPENAI_API_KEY`` (or a ``.env`` file) and
 is never written anywhere. A server on this machine (localhost) needs no key.
@@ -54,7 +57,15 @@ logger = logging.getLogger(__name__)
 KEY_VARIABLES = ("TOPICGUARD_API_KEY", "OPENAI_API_KEY")
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_MODES = ("json_schema", "json_object", "text")
+# structured-output modes, best first; "json_object_schema" sends
+# {"type": "json_object", "schema": ...}
+_MODES = ("json_schema", "json_object_schema", "json_object", "text")
+_MODE_NAMES = {
+    "json_schema": "JSON schema",
+    "json_object_schema": "JSON mode held to the schema",
+    "json_object": "JSON mode",
+    "text": "free text (the JSON is read out of the answer)",
+}
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "response format", "structured")
 
 
@@ -162,13 +173,8 @@ def extract_json(text: str) -> Any:
 
 def describe_mode(mode: str) -> str:
     """A reader's account of a structured-output mode, for logs and the CLI."""
-    refused = _MODES[: _MODES.index(mode)]
-    how = {
-        "json_schema": "JSON schema",
-        "json_object": "JSON mode",
-        "text": "free text (the JSON is read out of the answer)",
-    }[mode]
-    return how + (f"; the endpoint refused {' and '.join(refused)}" if refused else "")
+    refused = [_MODE_NAMES[m] for m in _MODES[: _MODES.index(mode)]]
+    return _MODE_NAMES[mode] + (f"; the endpoint refused {', '.join(refused)}" if refused else "")
 
 
 # told the settings of a client and the structured-output mode its endpoint accepted
@@ -314,14 +320,14 @@ class LLMClient:
         import openai
 
         kwargs = self._request(messages, schema, temperature, mode)
-        sent = kwargs.get("response_format", {}).get("type")
+        sent = mode if "response_format" in kwargs else None
         attempt = 0
         while True:
             failure: Exception
             try:
                 response = await self._client.chat.completions.create(**kwargs)
             except openai.APIStatusError as exc:
-                if sent is not None and _about_response_format(_error_text(exc)):
+                if sent is not None and _about_response_format(_error_text(exc), sent):
                     raise _FormatRefused(sent) from exc
                 self._raise_unless_retryable(exc)
                 failure = exc
@@ -331,7 +337,7 @@ class LLMClient:
                 error = _body_error(response)
                 if error is None:
                     return _raw_answer(response)
-                if sent is not None and _about_response_format(error):
+                if sent is not None and _about_response_format(error, sent):
                     raise _FormatRefused(sent)
                 raise LLMError(f"the API answered with an error: {_short_text(error)}")
             if attempt >= self.settings.max_retries:
@@ -454,13 +460,17 @@ def _response_format(mode: str, schema: type[Any]) -> dict[str, Any]:
             "type": "json_schema",
             "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
         }
+    if mode == "json_object_schema":
+        return {"type": "json_object", "schema": schema.model_json_schema()}
     return {"type": "json_object"}
 
 
-def _about_response_format(text: str) -> bool:
-    """Whether an error complains about structured output (not, say, a too-long prompt)."""
+def _about_response_format(text: str, mode: str) -> bool:
+    """Whether an error complains about structured output (not, say, a too-long prompt); a
+    server that takes no schema beside json_object may name only the ``schema`` field."""
     text = text.lower()
-    return any(word in text for word in _FORMAT_WORDS)
+    words = _FORMAT_WORDS + (("schema",) if mode == "json_object_schema" else ())
+    return any(word in text for word in words)
 
 
 def _error_text(exc: Any) -> str:
