@@ -92,8 +92,9 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 def test_generate_and_review_tell_the_mode_and_fall_back_once(tmp_path: Path) -> None:
     # llama-cpp-python's answer to json_schema: HTTP 500
     with FakeLLM(refusing(_generator, ("json_schema",), 500)) as fake:
-        result = _generate(fake.base_url, tmp_path)
+        result = _generate(fake.base_url, tmp_path, "--max-tokens", "300")
         assert result.exit_code == 0, result.output
+        assert {r["max_tokens"] for r in fake.requests} == {300}
         lines = result.stdout.splitlines()
         assert (
             "structured output by JSON mode held to the schema; the endpoint refused " in lines[0]

@@ -26,6 +26,10 @@ CacheDir = Annotated[
 ]
 Timeout = Annotated[float, typer.Option(min=1.0, help="seconds per request")]
 MaxRetries = Annotated[int, typer.Option(min=0, help="retries on 429, 5xx and timeouts")]
+MaxTokens = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="longest answer in tokens (default: the server's limit)"),
+]
 Price = Annotated[
     Optional[float],  # noqa: UP045
     typer.Option(min=0.0, help="price per million tokens, to print the cost"),
@@ -45,6 +49,7 @@ def _llm_settings(
     cache_dir: Path,
     price_input: float | None,
     price_output: float | None,
+    max_tokens: int | None = None,
     temperature: float | None = None,
 ) -> LLMSettings:
     """LLM settings from the command-line options, the spec's ``llm`` section filling gaps."""
@@ -60,6 +65,7 @@ def _llm_settings(
         cache_dir=cache_dir,
         price_input_per_million=price_input,
         price_output_per_million=price_output,
+        max_tokens=max_tokens,
     )
     if temperature is not None:
         settings.temperature = temperature
@@ -102,6 +108,7 @@ def generate(
     concurrency: Concurrency = 8,
     timeout: Timeout = 120.0,
     max_retries: MaxRetries = 6,
+    max_tokens: MaxTokens = None,
     cache_dir: CacheDir = Path(".topicguard-cache"),
     price_input: Price = None,
     price_output: Price = None,
@@ -125,6 +132,7 @@ def generate(
             cache_dir=cache_dir,
             price_input=price_input,
             price_output=price_output,
+            max_tokens=max_tokens,
             temperature=1.0,
         )
         rows, stats, usage = generate_rows(
@@ -164,6 +172,7 @@ def review(
     concurrency: Concurrency = 8,
     timeout: Timeout = 300.0,
     max_retries: MaxRetries = 6,
+    max_tokens: MaxTokens = None,
     cache_dir: CacheDir = Path(".topicguard-cache"),
     price_input: Price = None,
     price_output: Price = None,
@@ -195,6 +204,7 @@ def review(
                 cache_dir=cache_dir,
                 price_input=price_input,
                 price_output=price_output,
+                max_tokens=max_tokens,
             )
             for m in models
         ]
