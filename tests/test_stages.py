@@ -299,26 +299,6 @@ def test_cli_review_reads_rows_without_labels(tmp_path: Path) -> None:
     assert all(r["agrees"] is None and r["generator_label"] is None for r in rows)
 
 
-@pytest.mark.skipif(
-    not __import__("os").environ.get("TOPICGUARD_TEST_LLM_URL"),
-    reason="set TOPICGUARD_TEST_LLM_URL (and TOPICGUARD_TEST_LLM_MODEL) to run "
-    "against a real OpenAI-compatible server, e.g. llama.cpp's",
-)
-def test_against_a_real_server(tmp_path: Path) -> None:
-    import os
-
-    settings = LLMSettings(
-        base_url=os.environ["TOPICGUARD_TEST_LLM_URL"],
-        model=os.environ.get("TOPICGUARD_TEST_LLM_MODEL", "local"),
-        cache_dir=tmp_path / "cache",
-        concurrency=2,
-    )
-    rows, _, _ = generate_rows(SPEC, settings, 6, out=tmp_path / "raw.jsonl", batch_size=6)
-    assert len(rows) == 6
-    reviewed, summary, _ = review_rows(rows, SPEC, [settings])
-    assert summary.n == 6
-
-
 def test_cli_review_fails_loudly_when_rows_get_no_answer(tmp_path: Path) -> None:
     def reply(request: dict[str, Any], number: int) -> Reply:
         return _judge(request, number) if number == 1 else Reply(status=503)
