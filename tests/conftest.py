@@ -127,6 +127,7 @@ def tiny_guard(
         learning_rate=1e-3,
         validation_size=0.25,
         max_length=32,
+        soup=2,  # the soup path, which the tests of the folder's history check
     )
     train(read_dataset(small_dataset), out, config, spec=load_spec(bundled_example()))
     return out

@@ -184,6 +184,9 @@ def test_train_guard_builds_a_routed_folder(
         validation_size=0.3,
         max_length=32,
         multilingual_repeat=3,
+        soup=2,
+        multilingual_layers=0,  # the tiny stand-in has 2 layers and a WordPiece vocabulary
+        multilingual_vocabulary=0,
     )
     result = train_guard(rows, tmp_path / "g", config, spec=spec)
     assert result.n_train + result.n_validation == len(small_rows)  # the fast model: English

@@ -26,7 +26,7 @@ def test_model_folder_is_a_plain_hugging_face_folder_plus_metadata(tiny_guard: P
     assert len(meta["data"]["fingerprint"]) == 64
     assert meta["data"]["n_train"] + meta["data"]["n_validation"] == 16
     assert set(meta["metrics"]["validation"]) >= {"f1", "false_block_rate", "leak_rate"}
-    # the default soup: two runs of two epochs, then the mean of epochs 1-2 of both
+    # a soup of two: two runs of two epochs, then the mean of epochs 1-2 of both
     assert [(h.get("run"), h["epoch"]) for h in meta["history"]] == [
         (1, 1),
         (1, 2),

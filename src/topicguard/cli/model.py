@@ -22,9 +22,18 @@ from topicguard.cli._common import (
     require_jsonl,
     usage_error,
 )
-from topicguard.train import TrainConfig
+from topicguard.train import PRESETS, TrainConfig
+from topicguard.train import field_help as _field_help
 
 BENCH_FILE = "bench.json"  # `bench` leaves its result here; `evaluate --report` shows it
+
+
+def _default(name: str) -> str:
+    """The default preset's value of a TrainConfig field, for a help text."""
+    value = getattr(DEFAULTS, name)
+    if isinstance(value, list):
+        value = ",".join(value)
+    return f" (default: {value or 'all'})"
 
 
 @app.command()
@@ -45,52 +54,79 @@ def train(
         Optional[Path],  # noqa: UP045
         typer.Option(help="model folder to write (default: runs/<spec name>)"),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="passes over the data")] = DEFAULTS.epochs,
+    preset: Annotated[
+        str,
+        typer.Option(
+            help=f"training recipe: {', '.join(PRESETS)}. 'fast' for iterating on data "
+            "(a few minutes), 'default' for the guard you ship, 'thorough' for the slower "
+            "recipe of a whole multilingual model and a soup of two; options below override it"
+        ),
+    ] = "default",
+    epochs: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="passes over the data" + _default("epochs")),
+    ] = None,
     average_last: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="also try the mean of the last N epochs' weights, kept unless one epoch "
-            "beats it on validation by over one standard error (1: single epochs only)",
-        ),
-    ] = DEFAULTS.average_last,
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help=_field_help("average_last") + _default("average_last")),
+    ] = None,
     soup: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="fine-tune N runs of each model that differ only in data order and "
-            "average their weights (a model soup: steadier from seed to seed; N times the "
-            "training time, 1 for a quick guard)",
-        ),
-    ] = DEFAULTS.soup,
-    seed: Annotated[int, typer.Option(help="random seed")] = DEFAULTS.seed,
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help=_field_help("soup") + _default("soup")),
+    ] = None,
+    seed: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="random seed" + _default("seed")),
+    ] = None,
     learning_rate: Annotated[
-        float, typer.Option(min=0.0, help="peak learning rate")
-    ] = DEFAULTS.learning_rate,
+        Optional[float],  # noqa: UP045
+        typer.Option(min=0.0, help="peak learning rate" + _default("learning_rate")),
+    ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="training batch size")
-    ] = DEFAULTS.batch_size,
-    max_length: Annotated[int, typer.Option(min=8, help="tokens per text")] = DEFAULTS.max_length,
-    validation_size: Annotated[float, typer.Option(help="share held out for validation")] = (
-        DEFAULTS.validation_size
-    ),
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="training batch size" + _default("batch_size")),
+    ] = None,
+    max_length: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=8, help="tokens per text" + _default("max_length")),
+    ] = None,
+    validation_size: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="share held out for validation" + _default("validation_size")),
+    ] = None,
     label_column: LabelColumn = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="run model code from the hub")] = False,
     fast_languages: Annotated[
-        str,
+        Optional[str],  # noqa: UP045
         typer.Option(
             help="comma-separated languages the base model serves; the spec's other languages "
             "go to a second model fine-tuned from multilingual-e5-small"
+            + _default("fast_languages")
         ),
-    ] = ",".join(DEFAULTS.fast_languages),
+    ] = None,
     multilingual_repeat: Annotated[
-        int,
+        Optional[int],  # noqa: UP045
         typer.Option(
             min=1,
-            help="times the multilingual model sees each training row in a language only it serves",
+            help="times the multilingual model sees each training row in a language only it "
+            "serves" + _default("multilingual_repeat"),
         ),
-    ] = DEFAULTS.multilingual_repeat,
+    ] = None,
+    multilingual_layers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help=_field_help("multilingual_layers") + _default("multilingual_layers")),
+    ] = None,
+    multilingual_vocabulary: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            help=_field_help("multilingual_vocabulary") + _default("multilingual_vocabulary")
+        ),
+    ] = None,
+    layers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help=_field_help("layers")),
+    ] = None,
     target_false_block: TargetFalseBlock = None,
     max_f1: MaxF1 = False,
     cost_ratio: CostRatio = None,
@@ -110,8 +146,8 @@ def train(
         paths = list(data) if data else guard_spec.train_paths()
         if not paths:
             raise usage_error(f"{guard_spec.source_path} lists no training data: pass --data FILE")
-        examples = read_datasets(paths, label_column=label_column)
-        config = TrainConfig(
+        config = TrainConfig.from_preset(
+            preset,
             base_model=base_model or guard_spec.base_model or DEFAULT_BASE_MODEL,
             epochs=epochs,
             average_last=average_last,
@@ -122,15 +158,25 @@ def train(
             validation_size=validation_size,
             seed=seed,
             trust_remote_code=trust_remote_code,
-            fast_languages=[x.strip() for x in fast_languages.split(",") if x.strip()],
+            fast_languages=(
+                [x.strip() for x in fast_languages.split(",") if x.strip()]
+                if fast_languages is not None
+                else None
+            ),
             multilingual_repeat=multilingual_repeat,
+            multilingual_layers=multilingual_layers,
+            multilingual_vocabulary=multilingual_vocabulary,
+            layers=layers,
         )
+        config.validate()
+        examples = read_datasets(paths, label_column=label_column)
         out_dir = out or Path("runs") / guard_spec.name
         logger.info(
-            "training a guard for %s on %d queries from %s",
+            "training a guard for %s on %d queries from %s (preset %s)",
             ", ".join(guard_spec.languages),
             len(examples),
             ", ".join(str(p) for p in paths),
+            preset,
         )
         result = train_guard(
             examples,
@@ -141,10 +187,12 @@ def train(
             data_files=[str(p) for p in paths],
             objective=objective,
         )
+        minutes = sum(result.timings.values()) / 60
+        if result.multilingual is not None:
+            minutes += sum(result.multilingual.timings.values()) / 60
         typer.echo(
             f"model: {result.model_dir}\n"
-            f"trained on {result.n_train} queries in {result.train_seconds:.0f} s, kept "
-            f"{result.kept}"
+            f"trained on {result.n_train} queries in {minutes:.1f} min, kept {result.kept}"
         )
         _print_calibration(result.calibration, objective, "validation")
 
