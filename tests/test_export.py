@@ -41,6 +41,9 @@ def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
     assert {"Attention", "SkipLayerNormalization"} <= ops
     int8_ops = {node.op_type for node in onnx.load(str(report.int8_path)).graph.node}
     assert {"QAttention", "SkipLayerNormalization"} <= int8_ops
+    # the embedding tables went to int8 too: the int8 copy is about a quarter of the fp32
+    assert report.int8_embeddings and "QEmbedLayerNormalization" in int8_ops
+    assert report.int8_path.stat().st_size < 0.4 * report.path.stat().st_size
     assert json.loads((guard_copy / "onnx" / "export.json").read_text())["n_checked"] == 5
     assert sorted(p.name for p in (guard_copy / "onnx").iterdir()) == [
         "export.json",
@@ -68,9 +71,11 @@ def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(
     assert not (guard_copy / "onnx" / "model.int8.onnx").exists()
     assert not list((guard_copy / "onnx").glob(".*"))
     tried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("int8 with")]
-    # the whole ladder: 0-3 float layers, then again with the FFN down-projections in float
-    assert len(tried) == 8
-    assert sum("FFN down-projections" in t for t in tried) == 4
+    # the whole ladder (0-3 float layers, then again with the FFN down-projections in float)
+    # with the embedding tables in int8, then all of it again with them in float
+    assert len(tried) == 16
+    assert sum("FFN down-projections" in t for t in tried) == 8
+    assert [("int8 embeddings" in t) for t in tried] == [True] * 8 + [False] * 8
 
 
 def test_the_ladder_goes_up_to_half_the_layers_in_float() -> None:

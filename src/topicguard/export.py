@@ -48,6 +48,7 @@ class ExportReport:
     int8_max_abs_diff: float | None
     int8_float_layers: int | None = None
     int8_float_down_projections: bool | None = None  # every FFN down-projection in float
+    int8_embeddings: bool | None = None  # the embedding tables in int8 too
     int8_skipped: str | None = None  # why no int8 copy was kept, when one was optional
     fused: bool = False  # both graphs have ONNX Runtime's transformer fusions
 
@@ -138,7 +139,7 @@ def export_onnx(
         )
         if int8:
             try:
-                quantised, kept_float, float_down = _quantise(
+                quantised, kept_float, float_down, embeddings_int8 = _quantise(
                     source, out / INT8_FILE, guard, texts, reference, int8_min_agreement
                 )
             except ModelError as exc:
@@ -153,6 +154,7 @@ def export_onnx(
                 report.int8_max_abs_diff = float(abs(quantised - reference).max())
                 report.int8_float_layers = kept_float
                 report.int8_float_down_projections = float_down
+                report.int8_embeddings = embeddings_int8
     finally:
         plain.unlink(missing_ok=True)
         source.unlink(missing_ok=True)
@@ -207,7 +209,7 @@ def _quantise(
     texts: Sequence[str],
     reference: Any,
     min_agreement: float,
-) -> tuple[Any, int, bool]:
+) -> tuple[Any, int, bool, bool]:
     """Dynamic int8 (per-channel weights) of the graph's MatMul and, when fused, Attention
     nodes, tried until labels agree with PyTorch on ``min_agreement`` of the texts.
 
@@ -218,29 +220,40 @@ def _quantise(
     activation scale handles worst: multilingual-e5-small needs it), now up to half the
     layers in float, past which int8 would buy little. A 12-layer model can need more than
     three: one multilingual-e5-small trained here passed only on the last rung of the old
-    3-layer ladder (99.56% against 99.5%). Returns the logits, how many first layers stayed
-    in float and whether the down-projections did."""
+    3-layer ladder (99.56% against 99.5%). The whole ladder is climbed first with the
+    embedding tables in int8 too (a quarter of their bytes: most of a small encoder's size),
+    then again with them in float. Returns the logits, how many first layers stayed in
+    float, whether the down-projections did and whether the embeddings went to int8."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     op_types = ["MatMul", "Attention"]
-    nodes = [n.name for n in onnx.load(str(source)).graph.node if n.op_type in op_types]
+    graph = onnx.load(str(source)).graph
+    nodes = [n.name for n in graph.node if n.op_type in op_types]
+    # the embedding tables (a Gather, or inside the fused EmbedLayerNormalization) are most
+    # of a small encoder's bytes: int8 first, in float only when that alone fails the check
+    embedding_nodes = [
+        n.name for n in graph.node if n.op_type in ("Gather", "EmbedLayerNormalization")
+    ]
     layer_of = {name: layer for name in nodes if (layer := _layer_index(name)) is not None}
     down_projections = [name for name in nodes if _is_ffn_down_projection(name)]
     layers = max(layer_of.values(), default=-1) + 1
     ladder = _ladder(layers, bool(down_projections))
     tmp = target.with_name(f".{target.name}.tmp")
     agreement = 0.0
-    for kept_float, float_down in ladder:
+    rungs = [(True, *rung) for rung in ladder] if embedding_nodes else []
+    rungs += [(False, *rung) for rung in ladder]
+    for embeddings_int8, kept_float, float_down in rungs:
         exclude = [name for name, layer in layer_of.items() if layer < kept_float]
         if float_down:
             exclude += [name for name in down_projections if name not in exclude]
+        types = op_types + (["Gather", "EmbedLayerNormalization"] if embeddings_int8 else [])
         with _quiet():
             quantize_dynamic(
                 str(source),
                 str(tmp),
                 weight_type=QuantType.QInt8,
-                op_types_to_quantize=op_types,
+                op_types_to_quantize=types,
                 per_channel=True,
                 nodes_to_exclude=exclude,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -248,14 +261,15 @@ def _quantise(
         quantised = _onnx_logits(tmp, guard, texts)
         agreement = float((quantised.argmax(1) == reference.argmax(1)).mean())
         logger.info(
-            "int8 with %d float layers%s: label agreement %.4f",
+            "int8 with %d float layers%s%s: label agreement %.4f",
             kept_float,
             " and float FFN down-projections" if float_down else "",
+            ", int8 embeddings" if embeddings_int8 else "",
             agreement,
         )
         if agreement >= min_agreement:
             tmp.replace(target)
-            return quantised, kept_float, float_down
+            return quantised, kept_float, float_down, embeddings_int8
     tmp.unlink(missing_ok=True)
     most_float, float_down = ladder[-1]
     tried = f"{most_float} layers" + (" and the FFN down-projections" if float_down else "")
