@@ -248,6 +248,32 @@ def test_gives_up_after_bounded_retries(tmp_path: Path) -> None:
         _complete(_settings(fake.base_url, tmp_path, max_retries=1))
 
 
+def test_an_error_in_a_200_body_is_retried_then_counted_as_failed(tmp_path: Path) -> None:
+    overloaded = {"error": {"message": "server overloaded, try again", "type": "server_error"}}
+
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        return Reply(body=overloaded) if number <= 2 else Reply(content='{"verdict": true}')
+
+    with FakeLLM(reply) as fake:
+        result, client = _complete(_settings(fake.base_url, tmp_path), schema=Answer)
+        assert result.parsed == Answer(verdict=True)
+        assert client.usage.retries == 2 and client.usage.failed == 0
+        assert client.mode == "json_schema"  # not taken for a refusal of the format
+    with FakeLLM(lambda request, number: Reply(body=overloaded)) as fake:
+        client = LLMClient(_settings(fake.base_url, tmp_path, max_retries=2))
+
+        async def run() -> None:
+            try:
+                await client.complete([{"role": "user", "content": "hi"}], schema=Answer)
+            finally:
+                await client.close()
+
+        with pytest.raises(LLMError, match="still failing after 3 attempts.*server overloaded"):
+            asyncio.run(run())
+        assert len(fake.requests) == 3
+        assert client.usage.failed == 1 and client.usage.retries == 2
+
+
 def test_auth_errors_are_not_retried(tmp_path: Path) -> None:
     with FakeLLM(lambda request, number: Reply(status=401)) as fake:
         with pytest.raises(LLMError, match="rejected the key"):

@@ -2,7 +2,8 @@
 llama.cpp server, Ollama), built on the official ``openai`` SDK.
 
 What long, paid, rate-limited runs need: bounded concurrency; retries with exponential
-backoff and jitter on 429, 5xx, timeouts and dropped connections, honouring ``Retry-After``;
+backoff and jitter on 429, 5xx, a 200 whose body is an error, timeouts and dropped
+connections, honouring ``Retry-After``;
 structured output (a JSON schema where the server supports it, else ``json_object`` with
 the schema beside it, as llama-cpp-python's server and Together take it, else plain
 ``json_object``, else the first valid JSON object found in free text or a fenced block);
@@ -315,8 +316,9 @@ class LLMClient:
         temperature: float,
         mode: str,
     ) -> dict[str, Any]:
-        """One answer, retried on 429, 5xx, timeouts and dropped connections. Raises
-        ``_FormatRefused`` after the first call the server refuses for its response_format."""
+        """One answer, retried on 429, 5xx, a 200 whose body is an error, timeouts and dropped
+        connections. Raises ``_FormatRefused`` after the first call the server refuses for
+        its response_format."""
         import openai
 
         kwargs = self._request(messages, schema, temperature, mode)
@@ -339,7 +341,8 @@ class LLMClient:
                     return _raw_answer(response)
                 if sent is not None and _about_response_format(error, sent):
                     raise _FormatRefused(sent)
-                raise LLMError(f"the API answered with an error: {_short_text(error)}")
+                # an overloaded or failing server may say so in a 200: retried like a 5xx
+                failure = LLMError(f"the API answered with an error: {_short_text(error)}")
             if attempt >= self.settings.max_retries:
                 self.usage.failed += 1
                 raise LLMError(
