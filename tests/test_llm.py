@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_llm import FakeLLM, Reply, fake_settings, refusing, response_format
+from fake_llm import FakeLLM, Reply, fake_settings, refusal, refusing, response_format
 from pydantic import BaseModel
 
 from topicguard import LLMError
@@ -324,3 +324,36 @@ def test_other_bad_requests_are_not_format_fallbacks(tmp_path: Path) -> None:
         with pytest.raises(LLMError, match="refused the request"):
             _complete(_settings(fake.base_url, tmp_path), schema=Answer)
         assert len(fake.requests) == 1
+
+
+def test_a_context_length_error_that_mentions_json_is_no_refusal(tmp_path: Path) -> None:
+    """Only the error's message, param and detail loc/msg are read: not the request a body
+    may echo (response_format and all), nor "schema" in prose under JSON mode + schema."""
+
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        if response_format(request) == "json_schema":
+            return refusal("json_schema", 500)  # llama-cpp-python: on to JSON mode + schema
+        error = {
+            "message": "Requested tokens (3100) exceed context window of 2048: shorten the "
+            "messages or the JSON schema",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+            "input": {k: request.get(k) for k in ("messages", "response_format")},
+        }
+        return Reply(status=400, body={"error": error})
+
+    with FakeLLM(reply) as fake:
+        client = LLMClient(_settings(fake.base_url, tmp_path))
+
+        async def run() -> None:
+            try:
+                await client.complete([{"role": "user", "content": "hi"}], schema=Answer)
+            finally:
+                await client.close()
+
+        with pytest.raises(LLMError, match="refused the request.*context window"):
+            asyncio.run(run())
+        # one call to learn the mode, one refused for its length: no step down, no retry
+        assert [response_format(r) for r in fake.requests] == ["json_schema", "json_object_schema"]
+        assert client.mode == "json_object_schema" and client.usage.retries == 0

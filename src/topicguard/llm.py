@@ -68,6 +68,13 @@ _MODE_NAMES = {
     "text": "free text (the JSON is read out of the answer)",
 }
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "response format", "structured")
+# "schema" named as a field in an error message ("Unrecognized request argument supplied:
+# schema", "'schema'"), not the word in prose ("shorten the messages or the JSON schema")
+_SCHEMA_FIELD = re.compile(
+    r"""['"`]schema['"`]|\b(?:argument|parameter|field|property|key)s?(?:\s+supplied)?"""
+    r"""\s*:\s*['"`]?schema\b""",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -329,7 +336,8 @@ class LLMClient:
             try:
                 response = await self._client.chat.completions.create(**kwargs)
             except openai.APIStatusError as exc:
-                if sent is not None and _about_response_format(_error_text(exc), sent):
+                body = exc.body if exc.body is not None else str(exc)
+                if sent is not None and _about_response_format(body, sent):
                     raise _FormatRefused(sent) from exc
                 self._raise_unless_retryable(exc)
                 failure = exc
@@ -342,7 +350,7 @@ class LLMClient:
                 if sent is not None and _about_response_format(error, sent):
                     raise _FormatRefused(sent)
                 # an overloaded or failing server may say so in a 200: retried like a 5xx
-                failure = LLMError(f"the API answered with an error: {_short_text(error)}")
+                failure = LLMError(f"the API answered with an error: {_error_summary(error)}")
             if attempt >= self.settings.max_retries:
                 self.usage.failed += 1
                 raise LLMError(
@@ -468,35 +476,62 @@ def _response_format(mode: str, schema: type[Any]) -> dict[str, Any]:
     return {"type": "json_object"}
 
 
-def _about_response_format(text: str, mode: str) -> bool:
+def _about_response_format(error: Any, mode: str) -> bool:
     """Whether an error complains about structured output (not, say, a too-long prompt); a
     server that takes no schema beside json_object may name only the ``schema`` field."""
-    text = text.lower()
-    words = _FORMAT_WORDS + (("schema",) if mode == "json_object_schema" else ())
-    return any(word in text for word in words)
+    messages, fields = _error_fields(error)
+    text = " ".join(messages + fields).lower()
+    if any(word in text for word in _FORMAT_WORDS):
+        return True
+    if mode != "json_object_schema":
+        return False
+    return any(re.search(r"\bschema\b", name.lower()) for name in fields) or any(
+        _SCHEMA_FIELD.search(message) for message in messages
+    )
 
 
-def _error_text(exc: Any) -> str:
-    """The message and the body of an HTTP error: the SDK's message may hold only the
-    body's ``error.message``, and FastAPI's 422 puts the reason in ``detail`` instead."""
-    body = getattr(exc, "body", None)
-    if body is None:
-        return str(exc)
-    return f"{exc} {body if isinstance(body, str) else json.dumps(body, default=str)}"
+def _error_fields(error: Any) -> tuple[list[str], list[str]]:
+    """``(messages, field names)`` of an error body: ``error.message`` and FastAPI's
+    ``detail[].msg``; ``error.param`` and ``detail[].loc``. Nothing else: a body may echo
+    the request (pydantic's ``input``), whose response_format would read as a refusal."""
+    if isinstance(error, str):
+        return [error], []
+    if not isinstance(error, dict):
+        return ([str(error)] if error is not None else []), []
+    if "error" in error:  # a whole body; the SDK hands over only what is under "error"
+        return _error_fields(error["error"])
+    messages = [str(error["message"])] if error.get("message") else []
+    fields = [str(error["param"])] if error.get("param") else []
+    detail = error.get("detail")
+    if isinstance(detail, str):
+        messages.append(detail)
+    for problem in detail if isinstance(detail, list) else []:
+        if not isinstance(problem, dict):
+            messages.append(str(problem))
+            continue
+        if problem.get("msg"):
+            messages.append(str(problem["msg"]))
+        loc = problem.get("loc")
+        if isinstance(loc, (list, tuple)):
+            fields.append(".".join(str(part) for part in loc))
+    return messages, fields
 
 
-def _body_error(response: Any) -> str | None:
-    """The error of a 200 answer whose body is an error rather than a completion."""
+def _error_summary(error: Any) -> str:
+    messages, fields = _error_fields(error)
+    text = " ".join(messages + [f"({name})" for name in fields])
+    return _short_text(text or json.dumps(error, default=str))
+
+
+def _body_error(response: Any) -> Any:
+    """The error of a 200 answer whose body is an error rather than a completion, as sent
+    (a dict or a string), or ``None``."""
     if getattr(response, "choices", None):
         return None
     error = getattr(response, "error", None)
     if error is None and isinstance(getattr(response, "model_extra", None), dict):
         error = response.model_extra.get("error")
-    if error is None:
-        return None
-    if isinstance(error, dict):
-        return json.dumps(error, default=str)
-    return str(error)
+    return error
 
 
 def _raw_answer(response: Any) -> dict[str, Any]:
