@@ -220,11 +220,14 @@ def test_train_records_its_timings_and_a_trimmed_multilingual_model(
         max_length=32,
         multilingual_layers=2,
         multilingual_vocabulary=40,
+        multilingual_epochs=2,
     )
     result = train_guard(rows, tmp_path / "g", config, spec=spec)
     assert result.multilingual is not None
     assert {"load", "tokenize", "epoch 1", "validate", "calibrate", "save"} <= set(result.timings)
     assert "trim vocabulary" in result.multilingual.timings
+    # each model makes its own number of passes
+    assert "epoch 2" in result.multilingual.timings and "epoch 2" not in result.timings
     assert result.tokens_per_epoch > 0
     second = tmp_path / "g" / MULTILINGUAL_DIR
     meta = json.loads((second / METADATA_FILE).read_text())

@@ -170,9 +170,9 @@ def trim_vocabulary(
         if len(keep) >= size:
             break
         if i not in keep and _written_in(pieces[i][0], scripts) and _may_be(pieces[i][0], served):
-            chars = _characters_of({i}, pieces, index)
-            if len(keep | chars | {i}) <= size:
-                keep |= chars | {i}
+            extra = (_characters_of({i}, pieces, index) | {i}) - keep
+            if len(keep) + len(extra) <= size:
+                keep |= extra
     kept = sorted(keep)
     new_id = {old: new for new, old in enumerate(kept)}
     state["model"]["vocab"] = [pieces[i] for i in kept if i < len(pieces)]

@@ -108,7 +108,7 @@ class TrainConfig:
         },
     )
     multilingual_repeat: int = field(
-        default=2,
+        default=1,
         metadata={
             "help": "times the multilingual model sees each training row in a language only "
             "it serves: those rows are a third of the data (English teaches the task, they "
@@ -141,8 +141,12 @@ class TrainConfig:
         },
     )
     multilingual_layers: int | None = field(
-        default=6,
+        default=8,
         metadata={"help": "encoder layers the multilingual model keeps, of its 12 (0: all)"},
+    )
+    multilingual_epochs: int | None = field(
+        default=2,
+        metadata={"help": "passes the multilingual model makes over its data (0: --epochs)"},
     )
     multilingual_vocabulary: int | None = field(
         default=32_000,
@@ -174,7 +178,13 @@ class TrainConfig:
             problems.append(f"max length must be at least 8 tokens, got {self.max_length}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
-        for name in ("layers", "multilingual_layers", "vocabulary_size", "multilingual_vocabulary"):
+        for name in (
+            "layers",
+            "multilingual_layers",
+            "multilingual_epochs",
+            "vocabulary_size",
+            "multilingual_vocabulary",
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
                 what = name.replace("_", " ")
@@ -206,10 +216,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # for iterating on data: a quick look at what the guard gets wrong, not the shipped guard
     "fast": {
-        "epochs": 2,
+        "epochs": 1,
         "average_last": 1,
         "multilingual_layers": 4,
-        "multilingual_repeat": 1,
+        "multilingual_epochs": 1,
     },
     # the slower recipe the defaults replaced: the whole multilingual model, a soup of two
     "thorough": {
@@ -218,6 +228,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "soup": 2,
         "multilingual_layers": 0,
         "multilingual_vocabulary": 0,
+        "multilingual_epochs": 0,
+        "multilingual_repeat": 2,
     },
 }
 
@@ -704,6 +716,7 @@ def train_multilingual(
         | {
             "base_model": MULTILINGUAL_BASE_MODEL,
             "layers": config.multilingual_layers or None,
+            "epochs": config.multilingual_epochs or config.epochs,
             "vocabulary_size": config.multilingual_vocabulary or None,
         }
     )

@@ -117,6 +117,10 @@ def train(
         Optional[int],  # noqa: UP045
         typer.Option(help=_field_help("multilingual_layers") + _default("multilingual_layers")),
     ] = None,
+    multilingual_epochs: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help=_field_help("multilingual_epochs") + _default("multilingual_epochs")),
+    ] = None,
     multilingual_vocabulary: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
@@ -165,6 +169,7 @@ def train(
             ),
             multilingual_repeat=multilingual_repeat,
             multilingual_layers=multilingual_layers,
+            multilingual_epochs=multilingual_epochs,
             multilingual_vocabulary=multilingual_vocabulary,
             layers=layers,
         )
