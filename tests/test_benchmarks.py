@@ -110,3 +110,40 @@ def test_averaging_benchmark_compares_both_rules_across_seeds(
             assert set(rule[seed]) == {"kept", "bundled_test", "reference"}
             assert 0 <= rule[seed]["reference"]["false_block_rate"] <= 1
     assert all(result["best_epoch"][s]["kept"].startswith("epoch ") for s in ("1", "2"))
+
+
+@pytest.mark.slow
+def test_train_speed_profiles_a_guard_and_render_writes_its_table(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The training profile end to end (the tiny BERT as the fast model, the real
+    multilingual model cut by the fast preset, 120 rows), then rendered into a document."""
+    code = _load("train_speed").main(
+        ["--presets", "fast", "--base-model", str(tiny_bert), "--limit", "120", "--json"]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    run = result["runs"]["fast-42"]
+    assert set(run["models"]) == {"fast", "multilingual"}
+    stages = run["models"]["multilingual"]["stages_seconds"]
+    assert {"load", "trim vocabulary", "tokenize", "epoch 1", "calibrate", "save"} <= set(stages)
+    assert run["models"]["fast"]["tokens_per_second"] > 0
+    assert sum(run["validation_rows"].values()) > 0 and run["folder_mb"] > 0
+    assert result["machine_ms"] > 0 and result["cpus"] >= 1
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "train_speed.json").write_text(json.dumps(result))
+    document = (
+        "intro\n<!-- results:train_speed -->\nold numbers\n<!-- /results:train_speed -->\nend\n"
+    )
+    rendered = _load("render").render(document, results=results)
+    assert "old numbers" not in rendered and rendered.startswith("intro\n")
+    assert "| `--preset fast` (seed 42) |" in rendered and "| trim vocabulary |" in rendered
+    assert rendered == _load("render").render(rendered, results=results)  # idempotent
+
+
+def test_render_refuses_a_block_without_results(tmp_path: Path) -> None:
+    document = "<!-- results:nothing -->\n<!-- /results:nothing -->\n"
+    with pytest.raises(SystemExit, match="no renderer or no"):
+        _load("render").render(document, results=tmp_path)

@@ -1,0 +1,130 @@
+"""Render measured numbers into the documents: each block between
+``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md (and docs/*.md) is
+rewritten from ``results/NAME.json``, the ``--json`` output of a benchmark. Numbers in those
+blocks are never typed by hand.
+
+    python benchmarks/render.py [--check]   # --check: fail if a block is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(.*?)(<!-- /results:(?P=name) -->)", re.S)
+LANGUAGES = ["en", "zh", "es", "de", "fr"]
+
+
+def train_speed(result: dict[str, Any]) -> str:
+    """The training profile: one row per recipe, then the stages of the default one."""
+    lines = [
+        "| recipe | wall time | multilingual model | fast model | validation errors "
+        "(" + " / ".join(LANGUAGES) + ") | folder, with ONNX and int8 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in result["runs"].values():
+        models = run["models"]
+        errors = run["validation_errors"]
+        rows = run["validation_rows"]
+        per_lang = " / ".join(f"{errors.get(lang, 0)} of {rows.get(lang, 0)}" for lang in LANGUAGES)
+        lines.append(
+            f"| `--preset {run['preset']}` (seed {run['seed']}) | {run['minutes']:.1f} min | "
+            + " | ".join(
+                f"{models[m]['minutes']:.1f} min, {models[m]['tokens_per_second']:,} tokens/s"
+                if m in models
+                else "-"
+                for m in ("multilingual", "fast")
+            )
+            + f" | {per_lang} | {run.get('folder_mb_exported', run['folder_mb']):,.0f} MB |"
+        )
+    first = next(iter(result["runs"].values()))
+    lines += ["", "| stage (first row) | multilingual model | fast model |", "| --- | --- | --- |"]
+    stages = first["models"].get("multilingual", {}).get("stages_seconds", {})
+    fast = first["models"].get("fast", {}).get("stages_seconds", {})
+    for stage in dict.fromkeys([*stages, *fast]):
+        cells = [f"{s[stage]:.0f} s" if stage in s else "-" for s in (stages, fast)]
+        lines.append(f"| {stage} | {cells[0]} | {cells[1]} |")
+    if "export_minutes" in first:
+        lines.append(f"| `export --int8` (both models) | {first['export_minutes'] * 60:.0f} s | |")
+    lines += [
+        "",
+        f"Measured by `{result['command']}` on {result['date']}, {result['cpus']} CPU cores "
+        f"(this machine's yardstick, `machine_ms`: {result['machine_ms']:.0f} ms for a fixed "
+        "batch through MiniLM; a machine twice as slow takes about twice as long).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def shipped(result: dict[str, Any]) -> str:
+    """The default recipe's guards on the bundled test file and the reference data:
+    ``results/shipped.json`` holds ``topicguard evaluate --json`` per guard and dataset."""
+    lines = [
+        "| guard | data | rows | F1 | false blocks | leaks | errors: "
+        + " / ".join(LANGUAGES)
+        + " |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in result["evaluations"]:
+        m = row["metrics"]
+        langs = m.get("languages", {})
+        errors = " / ".join(
+            f"{int(langs[lang]['errors'])} of {int(langs[lang]['n'])}" if lang in langs else "-"
+            for lang in LANGUAGES
+        )
+        lines.append(
+            f"| {row['guard']} | {row['data']} | {m['n']:,} | {m['f1']:.4f} | "
+            f"{m['false_block_rate']:.2%} | {m['leak_rate']:.2%} | {errors} |"
+        )
+    lines += ["", f"Measured on {result['date']}, {result['cpus']} CPU cores, by:", "```bash"]
+    lines += [row["command"] for row in result["evaluations"]] + ["```"]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "shipped": shipped,
+    "train_speed": train_speed,
+}
+
+
+def render(text: str, results: Path = RESULTS) -> str:
+    """``text`` with every results block rewritten from ``results/NAME.json``."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("name")
+        source = results / f"{name}.json"
+        if name not in RENDERERS or not source.is_file():
+            raise SystemExit(f"error: no renderer or no {source} for block {name!r}")
+        body = RENDERERS[name](json.loads(source.read_text(encoding="utf-8")))
+        return match.group(1) + body + match.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="fail if a block is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in DOCUMENTS:
+        text = path.read_text(encoding="utf-8")
+        new = render(text)
+        if new != text:
+            stale.append(path.name)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)} (run python benchmarks/render.py)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
