@@ -231,6 +231,7 @@ def test_public_api_is_pinned() -> None:
     assert topicguard.__all__ == [
         "DataError",
         "LLMError",
+        "LLMRequestError",
         "MissingDependencyError",
         "ModelError",
         "SpecError",

@@ -172,3 +172,40 @@ def test_generate_stops_when_a_whole_wave_fails_mid_run(tmp_path: Path) -> None:
         assert "every batch of the last wave failed" in result.stderr
         assert "4 rows are in" in result.stderr and "rerun with --resume" in result.stderr
     assert len(_rows(tmp_path / "raw.jsonl")) == 4
+
+
+def _write_raw(path: Path, texts: list[str]) -> None:
+    rows = [{"text": text, "label": text in _ON, "category": "c"} for text in texts]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_a_row_the_endpoint_refuses_never_stops_a_resumed_review(tmp_path: Path) -> None:
+    too_long = "where is my parcel " * 40
+
+    def reply(request: dict[str, Any], number: int) -> Reply:
+        if too_long in user_text(request):
+            return Reply(status=400, message="Requested tokens exceed context window of 512")
+        return _judge(request, number)
+
+    _write_raw(tmp_path / "raw.jsonl", [*_ON[:4], too_long, *_OFF[:3]])
+    with FakeLLM(reply) as fake:
+        for run in range(2):
+            # the rerun's only live request is the refused row: it is kept, not a stop
+            result = _review(fake.base_url, tmp_path, *(["--resume"] if run else []))
+            assert result.exit_code == 1 and "1 rows got no answer" in result.stderr
+            assert "8 rows judged: 4 on topic, 3 off topic, 1 without a verdict" in result.stdout
+        assert len(fake.requests) == 8 + 1
+    rows = _rows(tmp_path / "reviewed.jsonl")
+    assert [r["label"] is None for r in rows] == [False] * 4 + [True] + [False] * 3
+    assert "context window" in rows[4]["review_votes"][0]["error"]
+
+
+def test_a_judge_that_refuses_every_request_stops_the_review(tmp_path: Path) -> None:
+    _write_raw(tmp_path / "raw.jsonl", [*_ON[:4], *_OFF[:4]])
+    with FakeLLM(lambda request, number: Reply(status=400, message="Model Not Exist")) as fake:
+        result = _review(fake.base_url, tmp_path, "--concurrency", "1")
+        assert result.exit_code == 1 and _one_error_line(result.stderr)
+        assert "refused the first 3 requests of the run" in result.stderr
+        assert "Model Not Exist" in result.stderr
+        assert len(fake.requests) == 3
+    assert not (tmp_path / "reviewed.jsonl").exists()

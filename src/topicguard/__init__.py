@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from topicguard._exceptions import (
     DataError,
     LLMError,
+    LLMRequestError,
     MissingDependencyError,
     ModelError,
     SpecError,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DataError",
     "LLMError",
+    "LLMRequestError",
     "MissingDependencyError",
     "ModelError",
     "SpecError",

@@ -5,6 +5,7 @@
     ├── DataError                a dataset that cannot be read or used (format, columns, labels)
     ├── ModelError               a model folder or base model that cannot be loaded or written
     ├── LLMError                 an LLM endpoint that cannot be used (no key, unreachable, refused)
+    │   └── LLMRequestError      it refused one request (a text too long, say); others may pass
     └── MissingDependencyError   an optional extra is not installed (also an ImportError)
 
 Every message says what is wrong and how to fix it. Foreign errors are translated with
@@ -16,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "DataError",
     "LLMError",
+    "LLMRequestError",
     "MissingDependencyError",
     "ModelError",
     "SpecError",
@@ -41,6 +43,11 @@ class ModelError(TopicGuardError):
 
 class LLMError(TopicGuardError):
     """An LLM endpoint cannot be used: no key, unreachable, or it keeps failing."""
+
+
+class LLMRequestError(LLMError):
+    """The endpoint answered, but refused this one request (400, 413, 422: a text too long
+    for the model's context, say); other requests to it may pass."""
 
 
 class MissingDependencyError(TopicGuardError, ImportError):

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from topicguard._exceptions import LLMError
+from topicguard._exceptions import LLMError, LLMRequestError
 from topicguard._io import atomic_write_text
 
 __all__ = [
@@ -377,8 +377,8 @@ class LLMClient:
                 f"model {self.settings.model!r} or endpoint not found at "
                 f"{self.settings.base_url}: {_short(exc)}"
             ) from exc
-        if isinstance(exc, openai.BadRequestError):
-            raise LLMError(f"the API refused the request: {_short(exc)}") from exc
+        if isinstance(exc, openai.BadRequestError) or status in (413, 422):
+            raise LLMRequestError(f"the API refused the request: {_short(exc)}") from exc
         if status < 500 and status != 429:
             raise LLMError(f"the API answered {status}: {_short(exc)}") from exc
 

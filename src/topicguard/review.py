@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from topicguard._exceptions import DataError, LLMError
+from topicguard._exceptions import DataError, LLMError, LLMRequestError
 from topicguard._progress import progress_bar
 from topicguard.data import parse_label, write_jsonl
 from topicguard.llm import LLMClient, LLMSettings, ModeCallback, extract_json, split_reasoning
@@ -45,6 +45,9 @@ _WORDS = {
     "irrelevant": False,
 }
 _WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
+# requests a judge may refuse one by one before its first live answer of the run; the next
+# refusal stops the run: a model name or key the endpoint does not take, not the rows
+_REFUSALS_BEFORE_ANSWER = 2
 
 
 class Verdict(BaseModel):
@@ -117,9 +120,11 @@ def review_rows(
     Returns the reviewed rows, a summary and each judge's usage. With ``out``, the rows
     done so far are written (atomically) every ``checkpoint_every`` rows and at the end;
     answers are cached, so a rerun after a crash pays only for the rows not yet judged.
-    A judge whose first live call of the run fails stops the run (a bad key or endpoint);
-    later failures leave the row without a verdict. ``on_mode(settings, mode)`` hears which
-    structured-output mode each judge's endpoint accepted.
+    A judge's first live call of the run checks its endpoint: when it fails, the run stops
+    (a bad key or endpoint), unless the endpoint refused only that request (a text too
+    long, say: the row is kept, and a resumed run does not stop on it each time); once it
+    has answered, failures leave their row without a verdict. ``on_mode(settings, mode)``
+    hears which structured-output mode each judge's endpoint accepted.
     """
     if votes < 1:
         raise DataError(f"--votes must be at least 1, got {votes}")
@@ -141,6 +146,7 @@ async def _review(
     on_mode: ModeCallback | None,
 ) -> Any:
     clients = [LLMClient(s, on_mode=on_mode) for s in settings]
+    checks = [_EndpointCheck(s.model) for s in settings]
     reviewed: list[dict[str, Any] | None] = [None] * len(rows)
     multi = len(clients) * votes > 1
     temperature = None if multi else 0.0  # one vote: deterministic; several: sampled
@@ -149,15 +155,14 @@ async def _review(
         row = rows[index]
         messages = build_messages(spec, str(row["text"]))
         answers: list[dict[str, Any]] = []
-        for client in clients:
+        for client, check in zip(clients, checks, strict=True):
             for sample in range(votes):
                 try:
                     completion = await client.complete(
                         messages, schema=Verdict, temperature=temperature, sample=sample
                     )
                 except LLMError as exc:
-                    if client.usage.calls == client.usage.cached:
-                        raise  # no live answer yet: a bad key or endpoint, not one bad row
+                    check.failed(exc)  # raises when the run must stop
                     answers.append(
                         {
                             "judge": client.settings.model,
@@ -168,6 +173,7 @@ async def _review(
                         }
                     )
                     continue
+                check.answered = check.answered or not completion.cached
                 verdict = (
                     completion.parsed.verdict
                     if completion.parsed is not None
@@ -211,6 +217,29 @@ async def _review(
     if out is not None:
         write_jsonl(out, done)
     return done, _summarise(done), [c.usage for c in clients]
+
+
+@dataclass
+class _EndpointCheck:
+    """One judge's endpoint, checked by the run's live calls until one is answered (cached
+    answers prove nothing about the key or the endpoint today)."""
+
+    model: str
+    answered: bool = False
+    refused: int = 0
+
+    def failed(self, exc: LLMError) -> None:
+        """Raise when ``exc`` must stop the run; return when it costs only its row."""
+        if self.answered:
+            return
+        if not isinstance(exc, LLMRequestError):
+            raise exc  # unreachable, a bad key, an unknown model: not one bad row
+        self.refused += 1
+        if self.refused > _REFUSALS_BEFORE_ANSWER:
+            raise LLMError(
+                f"{self.model} refused the first {self.refused} requests of the run ({exc}); "
+                "check the model name, the key and the endpoint"
+            ) from exc
 
 
 def _combine(row: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
