@@ -169,8 +169,34 @@ def test_generate_stops_when_a_whole_wave_fails_mid_run(tmp_path: Path) -> None:
     with FakeLLM(reply) as fake:
         result = _generate(fake.base_url, tmp_path, "--n", "40")
         assert result.exit_code == 1
-        assert "every batch of the last wave failed" in result.stderr
+        assert "the last 8 batches all failed" in result.stderr  # one wave of --concurrency 8
         assert "4 rows are in" in result.stderr and "rerun with --resume" in result.stderr
+    assert len(_rows(tmp_path / "raw.jsonl")) == 4
+
+
+def test_generate_one_batch_at_a_time_survives_a_failed_batch(tmp_path: Path) -> None:
+    answered: list[int] = []
+
+    def flaky(request: dict[str, Any], number: int) -> Reply:
+        if number in (2, 3, 4, 5):  # the second and third batches, each tried twice
+            return Reply(status=503)
+        answered.append(number)
+        return _generator(request, len(answered))
+
+    with FakeLLM(flaky) as fake:
+        result = _generate(fake.base_url, tmp_path, "--n", "12", "--concurrency", "1")
+        assert result.exit_code == 0, result.output
+        assert "2 failed" in result.stdout
+    assert len(_rows(tmp_path / "raw.jsonl")) == 12
+    # three failed batches in a row end it, one at a time as a wave at a time
+    (tmp_path / "raw.jsonl").unlink()
+    with FakeLLM(
+        lambda request, number: _generator(request, 1) if number == 1 else Reply(status=503)
+    ) as fake:
+        result = _generate(fake.base_url, tmp_path, "--n", "12", "--concurrency", "1")
+        assert result.exit_code == 1 and _one_error_line(result.stderr)
+        assert "the last 3 batches all failed" in result.stderr
+        assert len(fake.requests) == 1 + 3 * 2
     assert len(_rows(tmp_path / "raw.jsonl")) == 4
 
 

@@ -7,7 +7,9 @@ near-duplicates are dropped across batches. Rows are written after every wave of
 atomically, and answers are cached, so an interrupted run resumes without paying twice.
 The first batch of a run goes alone: a bad key or endpoint stops the run before anything is
 written, and the endpoint's structured-output mode is learnt with one call, not one per
-batch of the first wave. A wave whose every batch fails stops the run with the rows so far.
+batch of the first wave. Failed batches count against the run's batch budget; as many
+failing in a row as a wave holds (at least 3, so that one failure does not end a run of
+one batch at a time) stop the run with the rows so far.
 """
 
 from __future__ import annotations
@@ -201,6 +203,8 @@ async def _generate(
     next_index = 1 + max((int(r.get("batch", -1)) for r in rows), default=-1)
     budget = next_index + math.ceil(n / size) * 4 + 4  # room for failed and duplicate batches
     wave = max(1, settings.concurrency)
+    stop_after = max(wave, 3)  # failed batches in a row that stop the run
+    failed_in_a_row = 0
 
     async def one(index: int) -> list[dict[str, Any]] | None:
         batch = plan_slice(spec, index, batch_size=size, seed=seed)
@@ -232,9 +236,14 @@ async def _generate(
                 index = indices[-1] + 1
                 results = await asyncio.gather(*(one(i) for i in indices))
                 if all(result is None for result in results):
+                    failed_in_a_row += len(indices)
+                else:
+                    failed_in_a_row = 0
+                if failed_in_a_row >= stop_after:
                     raise LLMError(
-                        f"every batch of the last wave failed ({errors[-1]}); {len(rows)} rows "
-                        f"are in {out}: rerun with --resume once the endpoint answers"
+                        f"the last {failed_in_a_row} batches all failed ({errors[-1]}); "
+                        f"{len(rows)} rows are in {out}: rerun with --resume once the "
+                        "endpoint answers"
                     )
                 stats.batches += len(indices)
                 before = len(rows)
