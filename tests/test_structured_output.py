@@ -235,3 +235,14 @@ def test_a_judge_that_refuses_every_request_stops_the_review(tmp_path: Path) -> 
         assert "Model Not Exist" in result.stderr
         assert len(fake.requests) == 3
     assert not (tmp_path / "reviewed.jsonl").exists()
+
+
+def test_a_resumed_generate_gets_a_batch_budget_for_the_rows_it_lacks(tmp_path: Path) -> None:
+    with FakeLLM(_generator) as fake:
+        assert _generate(fake.base_url, tmp_path).exit_code == 0  # 8 rows
+    with FakeLLM(lambda request, number: Reply(content="no JSON at all")) as fake:
+        result = _generate(fake.base_url, tmp_path, "--resume", "--n", "9")
+        assert result.exit_code == 1 and _one_error_line(result.stderr)
+        # one row missing: one batch, and four times as many, plus four
+        assert "only 8 of 9 rows after 8 batches (0 failed, 8 unparsed" in result.stderr
+        assert len(fake.requests) == 8

@@ -201,7 +201,9 @@ async def _generate(
     errors: list[LLMError] = []
     seen = {normalize_text(str(r["text"])) for r in rows}
     next_index = 1 + max((int(r.get("batch", -1)) for r in rows), default=-1)
-    budget = next_index + math.ceil(n / size) * 4 + 4  # room for failed and duplicate batches
+    # room for failed and duplicate batches: four times the batches the missing rows need
+    # (a resumed run is sized by what it lacks, not by the whole --n)
+    budget = next_index + math.ceil(max(0, n - len(rows)) / size) * 4 + 4
     wave = max(1, settings.concurrency)
     stop_after = max(wave, 3)  # failed batches in a row that stop the run
     failed_in_a_row = 0
