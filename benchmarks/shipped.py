@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "guard": str(guard_dir),
                         "data": name,
-                        "command": f"topicguard evaluate {guard_dir} {path}{flags} --json",
+                        "command": f"topicguard evaluate {guard_dir} "
+                        f"{os.path.relpath(path)}{flags} --json",
                         "backend": guard.backend_name,
                         "metrics": metrics,
                     }

@@ -9,7 +9,7 @@ folder's size, and with ``--export`` the int8 export's time and the folder's siz
 The machine's speed is recorded for scale: the median time of a fixed batch through the
 default encoder (``machine_ms``), so runs on different machines can be compared as ratios.
 
-    python benchmarks/train_speed.py [--presets default thorough] [--seeds 42] [--export] [--json]
+    python benchmarks/train_speed.py [--presets default light fast] [--seeds 42] [--export] [--json]
 """
 
 from __future__ import annotations

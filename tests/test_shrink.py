@@ -160,12 +160,14 @@ def test_presets_and_their_bad_names() -> None:
     fast = TrainConfig.from_preset("fast", epochs=5, seed=None)
     assert fast.epochs == 5 and fast.seed == TrainConfig().seed
     assert fast.multilingual_layers == PRESETS["fast"]["multilingual_layers"]
-    thorough = TrainConfig.from_preset("thorough")
-    assert (thorough.soup, thorough.multilingual_layers, thorough.multilingual_vocabulary) == (
+    light = TrainConfig.from_preset("light")
+    assert (light.soup, light.multilingual_layers, light.multilingual_vocabulary) == (1, 8, 32_000)
+    default = TrainConfig()
+    assert (default.soup, default.multilingual_layers, default.multilingual_vocabulary) == (
         2,
-        0,
-        0,
-    )
+        None,
+        None,
+    )  # the shipped recipe keeps the whole multilingual model
     with pytest.raises(DataError, match="unknown preset 'quick'"):
         TrainConfig.from_preset("quick")
 
@@ -221,6 +223,7 @@ def test_train_records_its_timings_and_a_trimmed_multilingual_model(
         multilingual_layers=2,
         multilingual_vocabulary=40,
         multilingual_epochs=2,
+        soup=1,
     )
     result = train_guard(rows, tmp_path / "g", config, spec=spec)
     assert result.multilingual is not None

@@ -31,6 +31,8 @@ BENCH_FILE = "bench.json"  # `bench` leaves its result here; `evaluate --report`
 def _default(name: str) -> str:
     """The default preset's value of a TrainConfig field, for a help text."""
     value = getattr(DEFAULTS, name)
+    if name == "multilingual_epochs" and not value:
+        return " (default: as --epochs)"
     if isinstance(value, list):
         value = ",".join(value)
     return f" (default: {value or 'all'})"
@@ -57,9 +59,9 @@ def train(
     preset: Annotated[
         str,
         typer.Option(
-            help=f"training recipe: {', '.join(PRESETS)}. 'fast' for iterating on data "
-            "(a few minutes), 'default' for the guard you ship, 'thorough' for the slower "
-            "recipe of a whole multilingual model and a soup of two; options below override it"
+            help=f"training recipe: {', '.join(PRESETS)}. 'default' for the guard you ship, "
+            "'light' for one in about a sixth of the time (less accurate, most of all outside "
+            "English), 'fast' for iterating on data (a few minutes); options below override it"
         ),
     ] = "default",
     epochs: Annotated[
