@@ -84,12 +84,18 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
 
 def encoder_layers(model: Any) -> Any:
     """The ``ModuleList`` of a model's encoder layers (BERT, RoBERTa/XLM-R, DeBERTa, ModernBERT)."""
+    owner, name = _layer_slot(model)
+    return getattr(owner, name)
+
+
+def _layer_slot(model: Any) -> tuple[Any, str]:
+    """The module that holds the encoder layers, and the attribute it holds them under."""
     base = getattr(model, "base_model", model)
     for owner in (getattr(base, "encoder", None), base):
         for name in ("layer", "layers"):
             layers = getattr(owner, name, None) if owner is not None else None
             if layers is not None and hasattr(layers, "__len__"):
-                return layers
+                return owner, name
     raise ModelError(
         f"cannot find the encoder layers of {type(model).__name__}: layer dropping works on "
         "BERT-like encoders; leave the layer count unset for this model"
@@ -101,21 +107,19 @@ def drop_layers(model: Any, keep: int) -> None:
     so that the saved folder loads as a ``keep``-layer model."""
     import torch
 
-    layers = encoder_layers(model)
+    owner, name = _layer_slot(model)
+    layers = getattr(owner, name)
     total = len(layers)
     if not 1 <= keep <= total:
         raise DataError(f"layers must be between 1 and {total} for this model, got {keep}")
     if keep == total:
         return
-    kept = torch.nn.ModuleList(list(layers)[:keep])
-    base = getattr(model, "base_model", model)
-    owner = base.encoder if hasattr(getattr(base, "encoder", None), "layer") else base
-    setattr(owner, "layer" if hasattr(owner, "layer") else "layers", kept)
+    setattr(owner, name, torch.nn.ModuleList(list(layers)[:keep]))
     model.config.num_hidden_layers = keep
-    for name in ("layer_types",):  # per-layer settings some configs keep (ModernBERT)
-        values = getattr(model.config, name, None)
-        if isinstance(values, list) and len(values) == total:
-            setattr(model.config, name, values[:keep])
+    # per-layer settings some configs keep (ModernBERT)
+    layer_types = getattr(model.config, "layer_types", None)
+    if isinstance(layer_types, list) and len(layer_types) == total:
+        model.config.layer_types = layer_types[:keep]
     logger.info("kept the lower %d of %d encoder layers", keep, total)
 
 
