@@ -120,7 +120,7 @@ def one_run(
         "seed": seed,
         "config": {k: v for k, v in vars(config).items() if k != "trust_remote_code"},
         "minutes": round(seconds / 60, 2),
-        "models": {name: _model_row(result, config) for name, result in models.items()},
+        "models": {name: _model_row(result) for name, result in models.items()},
     }
     row |= _validation_errors(out, examples, config, whole_guard=args.part == "guard")
     row["folder_mb"] = round(_size_mb(out), 1)
@@ -134,7 +134,7 @@ def one_run(
     return row
 
 
-def _model_row(result: Any, config: Any) -> dict[str, Any]:
+def _model_row(result: Any) -> dict[str, Any]:
     epochs = {k: v for k, v in result.timings.items() if "epoch" in k}
     epoch_seconds = sum(epochs.values())
     tokens = result.tokens_per_epoch * len(epochs)

@@ -170,6 +170,8 @@ def test_presets_and_their_bad_names() -> None:
     )  # the shipped recipe keeps the whole multilingual model
     with pytest.raises(DataError, match="unknown preset 'quick'"):
         TrainConfig.from_preset("quick")
+    with pytest.raises(DataError, match="unknown training setting"):
+        TrainConfig.from_preset("fast", multilingual_layer=6)
 
 
 @pytest.mark.parametrize(

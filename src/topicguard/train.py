@@ -198,6 +198,9 @@ class TrainConfig:
         override of ``None`` means "the preset's value"."""
         if name not in PRESETS:
             raise DataError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise DataError(f"unknown training setting(s): {', '.join(unknown)}")
         values = PRESETS[name] | {k: v for k, v in overrides.items() if v is not None}
         return cls(**values)
 
@@ -352,7 +355,7 @@ def train(
     # decided on the vocabulary as it came: a trimmed multilingual vocabulary keeps its
     # pretrained rows fixed too, so that the rows the training texts never use (kept for
     # real traffic) stay in step with the ones they do
-    vocabulary = int(_embedding_rows(model))
+    vocabulary = _embedding_rows(model)
     if config.layers:
         drop_layers(model, config.layers)
     if config.vocabulary_size:
