@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import time
-from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +25,12 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from topicguard._exceptions import MissingDependencyError
+from topicguard._http import MAX_BODY_BYTES, HttpProblem, check_key, read_body, run_app
+from topicguard._http import Metrics as _Metrics
 
 __all__ = ["ServeConfig", "create_app"]
 
 logger = logging.getLogger(__name__)
-
-_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 @dataclass
@@ -47,72 +44,10 @@ class ServeConfig:
     api_key: str | None = field(default=None, repr=False)
     max_texts: int = 64
     max_chars: int = 4000
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = MAX_BODY_BYTES
     max_batch: int = 64
     batch_wait_ms: float = 0.0
     request_timeout_s: float = 10.0
-
-
-class _Metrics:
-    """Counters and histograms in Prometheus' text format, without a dependency."""
-
-    def __init__(self) -> None:
-        self.requests: Counter[str] = Counter()
-        self.verdicts: Counter[str] = Counter()
-        self.latency = [0] * (len(_LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.batches = [0] * (len(_BATCH_BUCKETS) + 1)
-        self.batch_sum = 0
-
-    def observe_request(self, status: int, seconds: float) -> None:
-        self.requests[str(status)] += 1
-        self.latency[_bucket(_LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
-
-    def observe_batch(self, size: int) -> None:
-        self.batches[_bucket(_BATCH_BUCKETS, size)] += 1
-        self.batch_sum += size
-
-    def render(self) -> str:
-        lines = ["# TYPE topicguard_requests_total counter"]
-        lines += [
-            f'topicguard_requests_total{{status="{s}"}} {n}'
-            for s, n in sorted(self.requests.items())
-        ]
-        lines.append("# TYPE topicguard_verdicts_total counter")
-        lines += [
-            f'topicguard_verdicts_total{{allowed="{a}"}} {self.verdicts[a]}'
-            for a in ("true", "false")
-        ]
-        lines += _histogram(
-            "topicguard_request_seconds", _LATENCY_BUCKETS, self.latency, self.latency_sum
-        )
-        lines += _histogram(
-            "topicguard_batch_size", _BATCH_BUCKETS, self.batches, float(self.batch_sum)
-        )
-        return "\n".join(lines) + "\n"
-
-
-def _bucket(bounds: tuple[float, ...], value: float) -> int:
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            return i
-    return len(bounds)
-
-
-def _histogram(name: str, bounds: tuple[float, ...], counts: list[int], total: float) -> list[str]:
-    lines = [f"# TYPE {name} histogram"]
-    running = 0
-    for bound, count in zip(bounds, counts, strict=False):
-        running += count
-        lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
-    running += counts[-1]
-    lines += [
-        f'{name}_bucket{{le="+Inf"}} {running}',
-        f"{name}_sum {total}",
-        f"{name}_count {running}",
-    ]
-    return lines
 
 
 class _Batcher:
@@ -280,17 +215,11 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
     app.post("/v1/classify", response_model=ClassifyResponse)(classify)
 
     async def _classify(request: Request) -> Any:
-        if config.api_key:
-            supplied = request.headers.get("authorization", "")
-            expected = f"Bearer {config.api_key}"
-            if not hmac.compare_digest(supplied.encode(), expected.encode()):
-                return error(401, "missing or wrong API key: send 'Authorization: Bearer KEY'")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
-            return error(413, f"request body over {config.max_body_bytes} bytes")
-        raw = await request.body()
-        if len(raw) > config.max_body_bytes:
-            return error(413, f"request body over {config.max_body_bytes} bytes")
+        try:
+            check_key(request, config.api_key)
+            raw = await read_body(request, config.max_body_bytes)
+        except HttpProblem as problem:
+            return error(problem.status, problem.message)
         try:
             body = ClassifyRequest.model_validate_json(raw)
         except ValidationError as exc:
@@ -321,7 +250,7 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 503, f"no answer within {config.request_timeout_s} s: the guard is overloaded"
             )
         for verdict in verdicts:
-            metrics.verdicts["true" if verdict.allowed else "false"] += 1
+            metrics.observe_verdict(verdict.allowed)
         return JSONResponse(
             {
                 "results": [
@@ -336,14 +265,4 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
 
 def run(config: ServeConfig, *, host: str, port: int, guard: Any = None) -> None:
     """Serve until interrupted; in-flight requests finish before the process exits."""
-    try:
-        import uvicorn
-    except ImportError as exc:
-        raise MissingDependencyError("uvicorn", "serve") from exc
-    uvicorn.run(
-        create_app(config, guard=guard),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-    )
+    run_app(create_app(config, guard=guard), host=host, port=port)
