@@ -23,6 +23,11 @@ __all__ = [
 ]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+# what a blocked user reads when the spec gives no English refusal
+DEFAULT_REFUSAL = (
+    "Sorry, I can only help with questions about {company}. "
+    "Is there anything about {company} I can help you with?"
+)
 
 
 class LabelNames(BaseModel):
@@ -95,6 +100,12 @@ class GuardSpec(BaseModel):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     llm: LLMEndpoint = Field(default_factory=LLMEndpoint)
     base_model: str | None = Field(default=None, description="default encoder to fine-tune")
+    refusal: dict[str, str] = Field(
+        default_factory=dict,
+        description="what a blocked user reads (the proxy's answer), one text per language "
+        "code; a language without one gets the English text, by default: "
+        + DEFAULT_REFUSAL.format(company="COMPANY"),
+    )
     source_path: Path | None = Field(
         default=None, exclude=True, description="where the spec was read"
     )
@@ -105,6 +116,24 @@ class GuardSpec(BaseModel):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @field_validator("refusal")
+    @classmethod
+    def _refusal_texts(cls, value: dict[str, str]) -> dict[str, str]:
+        for lang, text in value.items():
+            if not text.strip():
+                raise ValueError(f"the {lang!r} refusal must not be empty")
+        return {lang.strip().lower(): text.strip() for lang, text in value.items()}
+
+    def refusal_text(self, lang: str | None) -> str:
+        """The refusal for a user writing in ``lang``: its own text, else the English one."""
+        if lang and lang in self.refusal:
+            return self.refusal[lang]
+        return self.refusal.get("en") or DEFAULT_REFUSAL.format(company=self.company)
+
+    def missing_refusals(self) -> list[str]:
+        """The spec's languages (other than English, which has a default) with no refusal."""
+        return [lang for lang in self.languages if lang != "en" and lang not in self.refusal]
 
     def train_paths(self) -> list[Path]:
         return [self._resolve(p) for p in self.data.train]
