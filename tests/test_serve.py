@@ -55,8 +55,15 @@ def test_classify_one_and_many_match_the_runtime(guard: TopicGuard, tiny_guard: 
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({}, 422, 'exactly one of "text" or "texts"'),
-        ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text" or "texts"'),
+        ({}, 422, 'exactly one of "text", "texts" or "messages"'),
+        ({"text": "a", "texts": ["b"]}, 422, 'exactly one of "text", "texts" or "messages"'),
+        ({"text": "a", "messages": [{"role": "user", "content": "b"}]}, 422, "exactly one of"),
+        ({"messages": []}, 422, "messages: the conversation has no user message"),
+        ({"messages": [{"role": "system", "content": "x"}]}, 422, "no user message"),
+        ({"messages": [{"role": "user", "content": 5}]}, 422, "string or a list of parts"),
+        ({"messages": [{"role": "user", "content": "x" * 101}]}, 413, "at most 100"),
+        ({"messages": [{"role": "user", "content": "x"}] * 9}, 413, "at most 8 per conversation"),
+        ({"messages": "where is my parcel"}, 422, "messages"),
         ({"text": "   "}, 422, "text 1 is empty"),
         ({"texts": []}, 422, "at least one text"),
         ({"texts": ["x"] * 5}, 413, "at most 4 per request"),
@@ -68,7 +75,7 @@ def test_classify_one_and_many_match_the_runtime(guard: TopicGuard, tiny_guard: 
 def test_bad_requests_get_clear_json_errors(
     guard: TopicGuard, tiny_guard: Path, body: Any, status: int, message: str
 ) -> None:
-    with _client(guard, tiny_guard, max_texts=4, max_chars=100) as client:
+    with _client(guard, tiny_guard, max_texts=4, max_chars=100, max_messages=8) as client:
         response = client.post("/v1/classify", json=body)
         assert response.status_code == status
         assert message in response.json()["error"]
@@ -125,3 +132,19 @@ def test_concurrent_requests_are_micro_batched(guard: TopicGuard, tiny_guard: Pa
 
     results = asyncio.run(run())
     assert [r["score"] for r in results] == [v.score for v in guard.classify(texts)]
+
+
+def test_classify_a_conversation(guard: TopicGuard, tiny_guard: Path) -> None:
+    messages = [
+        {"role": "system", "content": "You are the Spellbots support bot."},
+        {"role": "user", "content": "where is my parcel"},
+        {"role": "assistant", "content": "Which tracking number?"},
+        {"role": "user", "content": [{"type": "text", "text": "SB1234567890"}]},
+    ]
+    with _client(guard, tiny_guard) as client:
+        response = client.post("/v1/classify", json={"messages": messages})
+        assert response.status_code == 200, response.text
+        body = response.json()
+    expected = guard.classify_conversation(messages)
+    result = {k: v for k, v in expected.to_dict().items() if k != "text"}
+    assert body == {"results": [result], "model": tiny_guard.name}

@@ -1,4 +1,5 @@
-"""Evaluating a guard on labelled data: flat metrics, per-group breakdowns, the errors."""
+"""Evaluating a guard on labelled data: flat metrics, per-group breakdowns, the errors.
+Conversation files are measured per user turn, with and without the earlier turns' context."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from topicguard.metrics import compute_metrics
 if TYPE_CHECKING:
     import numpy as np
 
+    from topicguard.conversations import Conversation
     from topicguard.runtime import TopicGuard
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["ConversationEvaluation", "Evaluation", "evaluate", "evaluate_conversations"]
 
 
 @dataclass
@@ -121,4 +123,70 @@ def evaluate(guard: TopicGuard, examples: Sequence[Example]) -> Evaluation:
         threshold=guard.threshold,
         metrics=metrics,
         thresholds=judged.thresholds,
+    )
+
+
+@dataclass
+class ConversationEvaluation:
+    """A guard on conversations, one row per user turn: ``with_context`` judges each turn as
+    :meth:`TopicGuard.classify_conversation` does on the conversation up to it,
+    ``without_context`` judges it alone. ``context_used``: turns let through by context."""
+
+    conversations: int
+    with_context: Evaluation
+    without_context: Evaluation
+    context_used: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``evaluate --json`` object of a conversation file."""
+        return {
+            "conversations": self.conversations,
+            "turns": len(self.with_context.examples),
+            "context_used": self.context_used,
+            "with_context": self.with_context.to_dict(),
+            "without_context": self.without_context.to_dict(),
+        }
+
+
+def evaluate_conversations(
+    guard: TopicGuard, conversations: Sequence[Conversation]
+) -> ConversationEvaluation:
+    """Score every labelled user turn of ``conversations`` with and without context."""
+    import numpy as np
+
+    examples: list[Example] = []
+    prefixes: list[list[dict[str, str]]] = []
+    for conversation in conversations:
+        for index in conversation.user_turns():
+            turn = conversation.turns[index]
+            examples.append(
+                Example(
+                    text=turn.content,
+                    label=bool(turn.label),
+                    category=turn.category,
+                    lang=conversation.lang,
+                )
+            )
+            prefixes.append(conversation.messages(index + 1))
+    without = evaluate(guard, examples)
+    verdicts = guard.classify_conversations(prefixes)
+    scores = np.array([v.score for v in verdicts], dtype=float)
+    thresholds = np.array(
+        [guard.threshold if v.threshold is None else v.threshold for v in verdicts], dtype=float
+    )
+    labels = np.array([e.label for e in examples], dtype=bool)
+    metrics = compute_metrics(labels, scores, thresholds)
+    metrics["threshold"] = guard.threshold
+    with_context = Evaluation(
+        examples=examples,
+        scores=scores,
+        threshold=guard.threshold,
+        metrics=metrics,
+        thresholds=thresholds,
+    )
+    return ConversationEvaluation(
+        conversations=len(conversations),
+        with_context=with_context,
+        without_context=without,
+        context_used=sum(v.context for v in verdicts),
     )

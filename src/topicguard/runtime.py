@@ -20,6 +20,7 @@ threshold. Confident texts (most of them) pay for one model only.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -50,7 +51,10 @@ SECOND_OPINION_BAND = (0.1, 0.9)
 class Verdict:
     """The guard's decision on one text. ``score`` is the probability that it is on topic;
     ``lang`` the detected language (``und``: no letters) and ``lang_supported`` whether the
-    guard's spec lists it (both None for a guard that knows no languages)."""
+    guard's spec lists it (both None for a guard that knows no languages). ``threshold`` is
+    the one ``score`` was held to; ``context`` is True when a conversation's earlier turn let
+    a short follow-up through (``score`` is then the score of both turns read together; see
+    :meth:`TopicGuard.classify_conversation`)."""
 
     text: str
     label: str
@@ -58,6 +62,8 @@ class Verdict:
     allowed: bool
     lang: str | None = None
     lang_supported: bool | None = None
+    threshold: float | None = None
+    context: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -69,6 +75,8 @@ class Verdict:
         if self.lang is not None:
             row["lang"] = self.lang
             row["lang_supported"] = self.lang_supported
+        if self.context:
+            row["context"] = True
         return row
 
 
@@ -432,11 +440,57 @@ class TopicGuard:
                 allowed=bool(allowed),
                 lang=lang,
                 lang_supported=supported,
+                threshold=float(threshold),
             )
-            for text, score, allowed, lang, supported in zip(
-                texts, judged.scores, judged.allowed, judged.langs, judged.supported, strict=True
+            for text, score, threshold, allowed, lang, supported in zip(
+                texts,
+                judged.scores,
+                judged.thresholds,
+                judged.allowed,
+                judged.langs,
+                judged.supported,
+                strict=True,
             )
         ]
+
+    def classify_conversation(self, messages: Sequence[Any]) -> Verdict:
+        """The verdict on a conversation (an OpenAI message list): its latest user message
+        decides, and only user messages count. Rule, in
+        :func:`topicguard.conversations.classify_conversations`:
+
+        - the latest user message allowed on its own: allowed;
+        - blocked on its own, it is still allowed (``context=True``) when it is a short
+          follow-up (at most ``FOLLOW_UP_MAX_WORDS`` words, or ``FOLLOW_UP_MAX_CJK_CHARS``
+          Chinese or Japanese characters), not confidently off topic (score at least
+          ``CONTEXT_SCORE_FLOOR``), the user turn before it was allowed (on its own, or as
+          such a follow-up itself, up to ``CONTEXT_TURNS`` user turns back), and the two read
+          together are allowed ("where is my parcel SB123…" then "and tomorrow?");
+        - anything else stays blocked: an injection or an off-topic request after on-topic
+          turns is judged on its own, and a blocked earlier turn never blocks a later one.
+
+        The verdict's ``text``, ``lang`` and ``lang_supported`` are the latest message's.
+        No user message (or an empty list) raises :class:`DataError`.
+        """
+        return self.classify_conversations([messages])[0]
+
+    def classify_conversations(
+        self, conversations: Sequence[Sequence[Any]], *, batch_size: int = 64
+    ) -> list[Verdict]:
+        """:meth:`classify_conversation` of several conversations, batched."""
+        from topicguard.conversations import classify_conversations
+
+        return classify_conversations(self, conversations, batch_size=batch_size)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A short hash of the guard's metadata (its own and its multilingual model's):
+        changes when the model is retrained or recalibrated. Decision logs record it."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps(self.metadata, sort_keys=True).encode("utf-8"))
+        if self.multilingual is not None:
+            digest.update(self.multilingual.fingerprint.encode("ascii"))
+        return digest.hexdigest()[:12]
 
     def __repr__(self) -> str:
         return (

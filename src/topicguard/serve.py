@@ -1,6 +1,8 @@
 """The guard as an HTTP service: ``create_app(config) -> FastAPI``, run by ``topicguard serve``.
 
-- ``POST /v1/classify`` with ``{"text": "…"}`` or ``{"texts": [...]}`` →
+- ``POST /v1/classify`` with ``{"text": "…"}``, ``{"texts": [...]}`` or
+  ``{"messages": [...]}`` (one conversation, an OpenAI message list, judged by
+  ``TopicGuard.classify_conversation``) →
   ``{"results": [{"label", "score", "allowed"}], "model": …}``
 - ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded and warm),
   ``GET /metrics`` (Prometheus text: requests, latency, verdicts, batch sizes)
@@ -8,7 +10,8 @@
 Concurrent requests are gathered into micro-batches and classified off the event loop on
 one worker thread. Optional bearer-token auth (constant-time comparison). Limits on texts
 per request, characters per text and body size answer 413 or 422 with a JSON error, never
-500. On shutdown, requests already in flight finish first.
+500. On shutdown, requests already in flight finish first. With ``decision_log`` set, every
+verdict is also appended to a decision log (:mod:`topicguard.decisions`) off the request path.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from topicguard._exceptions import MissingDependencyError
+from topicguard._exceptions import DataError, MissingDependencyError
 from topicguard._http import MAX_BODY_BYTES, HttpProblem, check_key, read_body, run_app
 from topicguard._http import Metrics as _Metrics
+from topicguard.decisions import DEFAULT_MAX_MB
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -48,6 +52,10 @@ class ServeConfig:
     max_batch: int = 64
     batch_wait_ms: float = 0.0
     request_timeout_s: float = 10.0
+    max_messages: int = 256
+    decision_log: Path | None = None
+    log_texts: bool = False
+    log_max_mb: float = DEFAULT_MAX_MB
 
 
 class _Batcher:
@@ -70,6 +78,11 @@ class _Batcher:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self.queue.put((texts, future))
         return list(await future)
+
+    async def classify_conversation(self, messages: list[Any]) -> Any:
+        """One conversation's verdict, on the same worker thread as the batches."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.guard.classify_conversation, messages)
 
     async def stop(self) -> None:
         while not self.queue.empty():  # let queued requests finish
@@ -117,15 +130,20 @@ class _Batcher:
 
 
 class ClassifyRequest(BaseModel):
-    """``{"text": "…"}`` or ``{"texts": [...]}``."""
+    """``{"text": "…"}``, ``{"texts": [...]}`` or ``{"messages": [...]}``."""
 
     text: str | None = Field(default=None, description="one text to judge")
     texts: list[str] | None = Field(default=None, description="several texts to judge")
+    messages: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="one conversation (OpenAI messages): its latest user message is judged, "
+        "in the context of the user turns before it",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ClassifyRequest:
-        if (self.text is None) == (self.texts is None):
-            raise ValueError('send exactly one of "text" or "texts"')
+        if sum(x is not None for x in (self.text, self.texts, self.messages)) != 1:
+            raise ValueError('send exactly one of "text", "texts" or "messages"')
         return self
 
 
@@ -136,6 +154,9 @@ class Result(BaseModel):
     lang: str | None = Field(default=None, description="detected language (und: no letters)")
     lang_supported: bool | None = Field(
         default=None, description="whether the guard's spec lists the detected language"
+    )
+    context: bool | None = Field(
+        default=None, description="true when an earlier user turn let this follow-up through"
     )
 
 
@@ -168,15 +189,27 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 threads=config.threads,
                 second_opinion=config.second_opinion,
             )
+        decisions = None
+        if config.decision_log is not None:
+            from topicguard.decisions import DecisionLog
+
+            decisions = DecisionLog(
+                config.decision_log,
+                texts=config.log_texts,
+                max_mb=config.log_max_mb,
+                model=getattr(loaded, "fingerprint", None),
+            )
         batcher = _Batcher(loaded, config, metrics)
         batcher.start()
-        state.update(guard=loaded, batcher=batcher, ready=True)
+        state.update(guard=loaded, batcher=batcher, decisions=decisions, ready=True)
         logger.info("serving %s (%s backend)", config.model_dir, loaded.backend_name)
         try:
             yield
         finally:
             state["ready"] = False
             await batcher.stop()
+            if decisions is not None:
+                decisions.close()
 
     app = FastAPI(title="topicguard", lifespan=lifespan)
 
@@ -215,6 +248,7 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
     app.post("/v1/classify", response_model=ClassifyResponse)(classify)
 
     async def _classify(request: Request) -> Any:
+        started = time.perf_counter()
         try:
             check_key(request, config.api_key)
             raw = await read_body(request, config.max_body_bytes)
@@ -227,6 +261,8 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
             )
             return error(422, problems)
+        if body.messages is not None:
+            return await _classify_messages(body.messages, started)
         texts = [body.text] if body.text is not None else list(body.texts or [])
         if not texts:
             return error(422, "texts: send at least one text")
@@ -249,8 +285,7 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
             return error(
                 503, f"no answer within {config.request_timeout_s} s: the guard is overloaded"
             )
-        for verdict in verdicts:
-            metrics.observe_verdict(verdict.allowed)
+        _observe(verdicts, started)
         return JSONResponse(
             {
                 "results": [
@@ -259,6 +294,45 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 "model": str(config.model_dir.name),
             }
         )
+
+    async def _classify_messages(messages: list[dict[str, Any]], started: float) -> Any:
+        from topicguard.conversations import user_texts
+
+        if len(messages) > config.max_messages:
+            return error(
+                413, f"{len(messages)} messages: at most {config.max_messages} per conversation"
+            )
+        try:
+            texts = user_texts(messages)
+        except DataError as exc:
+            return error(422, f"messages: {exc}")
+        for text in texts:
+            if len(text) > config.max_chars:
+                return error(
+                    413, f"a user message has {len(text)} characters: at most {config.max_chars}"
+                )
+        if not state["ready"]:
+            return error(503, "the model is still loading")
+        try:
+            verdict = await asyncio.wait_for(
+                state["batcher"].classify_conversation(messages), config.request_timeout_s
+            )
+        except asyncio.TimeoutError:
+            return error(
+                503, f"no answer within {config.request_timeout_s} s: the guard is overloaded"
+            )
+        _observe([verdict], started)
+        result = {k: v for k, v in verdict.to_dict().items() if k != "text"}
+        return JSONResponse({"results": [result], "model": str(config.model_dir.name)})
+
+    def _observe(verdicts: list[Any], started: float) -> None:
+        """Count the verdicts and queue them for the decision log (never waits)."""
+        latency_ms = (time.perf_counter() - started) * 1000
+        decisions = state.get("decisions")
+        for verdict in verdicts:
+            metrics.observe_verdict(verdict.allowed)
+            if decisions is not None:
+                decisions.record(verdict, latency_ms=latency_ms)
 
     return app
 
