@@ -2,8 +2,12 @@
 
 ``FakeLLM(reply)`` serves POST /v1/chat/completions; ``reply(request, call_number)`` returns
 a ``Reply``: the answer text, or an HTTP status with headers, and an optional delay.
-Every request is recorded in ``requests``. ``refusing(reply, modes, status)`` wraps a reply
-function so that it refuses some structured-output modes the way real servers do.
+A request with ``"stream": true`` gets the answer as server-sent ``chat.completion.chunk``
+events (``Reply.chunks``, ``chunk_delay``; ``gate``: waited for after the first content chunk), and
+how each stream ended is kept in ``streams``. GET /v1/models lists one model. Every request
+is recorded in ``requests``, its headers in ``headers``. ``refusing(reply, modes, status)``
+wraps a reply function so that it refuses some structured-output modes the way real servers
+do.
 """
 
 from __future__ import annotations
@@ -27,12 +31,18 @@ class Reply:
     reasoning_content: str | None = None
     message: str = ""
     body: dict[str, Any] | None = None  # sent as is, whatever the status
+    chunks: list[str] | None = None  # streamed contents (default: the content's words)
+    chunk_delay: float = 0.0
+    gate: threading.Event | None = None  # when streaming: waited for after the first chunk
 
 
 class FakeLLM:
     def __init__(self, reply: Callable[[dict[str, Any], int], Reply]) -> None:
         self.reply = reply
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        # per stream: ("done" or "closed", chunks sent, whether the gate opened in time)
+        self.streams: list[tuple[str, int, bool | None]] = []
         self._lock = threading.Lock()
         fake = self
 
@@ -40,14 +50,26 @@ class FakeLLM:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                data = json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
             def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake._lock:
                     fake.requests.append(body)
+                    fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                     number = len(fake.requests)
                 answer = fake.reply(body, number)
                 if answer.delay:
                     time.sleep(answer.delay)
+                if body.get("stream") and answer.status == 200 and answer.body is None:
+                    self.stream(body, number, answer)
+                    return
                 if answer.body is not None:
                     payload = answer.body
                 elif answer.status != 200:
@@ -83,6 +105,33 @@ class FakeLLM:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def stream(self, body: dict[str, Any], number: int, answer: Reply) -> None:
+                pieces = answer.chunks if answer.chunks is not None else answer.content.split()
+                deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+                events = [(d, None) for d in deltas] + [({}, answer.finish_reason)]
+                sent, opened = 0, None
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for delta, finish in events:
+                        chunk = {
+                            "id": f"fake-{number}",
+                            "object": "chat.completion.chunk",
+                            "created": 0,
+                            "model": body.get("model", "fake"),
+                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                        }
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        sent += 1
+                        if sent == 2 and answer.gate is not None:
+                            opened = answer.gate.wait(5)
+                        time.sleep(answer.chunk_delay)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    fake.streams.append(("done", sent, opened))
+                except (BrokenPipeError, ConnectionResetError):
+                    fake.streams.append(("closed", sent, opened))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -1,4 +1,5 @@
-"""Commands around a model folder: train, calibrate, evaluate, classify, export, bench, serve."""
+"""Commands around a model folder: train, calibrate, evaluate, classify, export, bench, and
+the two servers, serve and proxy."""
 
 from __future__ import annotations
 
@@ -468,6 +469,138 @@ def serve(
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
         run(config, host=host, port=port, guard=guard)
+
+
+@app.command()
+def proxy(
+    model: ModelDir,
+    upstream: Annotated[
+        str,
+        typer.Option(
+            help="the OpenAI-compatible LLM server to guard, e.g. http://localhost:8080/v1"
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
+    threads: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="CPU threads for inference"),
+    ] = None,
+    api_key: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            envvar="TOPICGUARD_PROXY_API_KEY",
+            show_default=False,
+            help="require 'Authorization: Bearer KEY' of clients (better: set the variable); "
+            "it is not sent upstream",
+        ),
+    ] = None,
+    upstream_key_env: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="environment variable holding the upstream's key (default: forward the "
+            "client's Authorization header)"
+        ),
+    ] = None,
+    upstream_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="seconds for the upstream's answer (streams: between chunks)"),
+    ] = 120.0,
+    spec: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(exists=True, dir_okay=False, help="guard.yaml whose refusal texts to use"),
+    ] = None,
+    second_opinion: SecondOpinion = True,
+) -> None:
+    """Guard an OpenAI-compatible LLM: POST /v1/chat/completions, GET /v1/models, probes."""
+    import os
+
+    with clean_errors():
+        from topicguard.proxy import ProxyConfig, run, upstream_base
+        from topicguard.runtime import TopicGuard
+        from topicguard.spec import load_spec
+
+        base = upstream_base(upstream)  # a bad URL is one line before the model loads
+        upstream_key = None
+        if upstream_key_env is not None:
+            upstream_key = os.environ.get(upstream_key_env)
+            if not upstream_key:
+                raise usage_error(f"--upstream-key-env: {upstream_key_env} is not set or empty")
+        guard_spec = load_spec(spec) if spec is not None else None
+        guard = TopicGuard.load(
+            model, backend=backend, threads=threads, second_opinion=second_opinion
+        )
+        config = ProxyConfig(
+            api_key=api_key, upstream_key=upstream_key, upstream_timeout_s=upstream_timeout
+        )
+        logger.info(
+            "listening on http://%s:%d, guarding %s (auth %s)",
+            host,
+            port,
+            base,
+            "on" if api_key else "off",
+        )
+        run(guard, upstream, config, host=host, port=port, spec=guard_spec)
+
+
+def _evaluate_conversations(
+    guard: Any, paths: list[Path], *, as_json: bool, report: Path | None, model: Path
+) -> None:
+    from topicguard.conversations import read_conversations
+    from topicguard.evaluate import evaluate_conversations
+
+    conversations = [c for path in paths for c in read_conversations(path)]
+    evaluation = evaluate_conversations(guard, conversations)
+    summary = evaluation.to_dict()
+    if report is not None:
+        from topicguard.report import write_report
+
+        write_report(
+            evaluation.with_context,
+            report,
+            title=f"{model.name} on {', '.join(p.name for p in paths)} (user turns, with context)",
+            bench=_saved_bench(model),
+        )
+        logger.info("report written to %s", report)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(
+        f"{summary['conversations']} conversations, {summary['turns']} user turns; "
+        f"context let {summary['context_used']} follow-ups through"
+    )
+    for key in ("with_context", "without_context"):
+        typer.echo(f"\n{key.replace('_', ' ')}:")
+        _print_metrics(summary[key])
+    _print_context_languages(summary)
+    if report is not None:
+        typer.echo(f"report: {report / 'report.md'}")
+
+
+def _print_context_languages(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    languages = summary["with_context"].get("languages", {})
+    if not languages:
+        return
+    table = Table(title="per language: false blocks and leaks, with context (alone)")
+    for column in ("lang", "turns", "false-block rate", "leak rate"):
+        table.add_column(column, justify="left" if column == "lang" else "right")
+
+    def rate(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2%}"
+
+    for lang, group in languages.items():
+        alone = summary["without_context"]["languages"][lang]
+        table.add_row(
+            lang,
+            str(group["n"]),
+            f"{rate(group['false_block_rate'])} ({rate(alone['false_block_rate'])})",
+            f"{rate(group['leak_rate'])} ({rate(alone['leak_rate'])})",
+        )
+    Console().print(table)
 
 
 def _saved_bench(model: Path) -> dict[str, Any] | None:
