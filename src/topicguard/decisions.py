@@ -96,7 +96,7 @@ class DecisionLog:
         self._file.setFormatter(_JsonFormatter())
         self._queue: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
         self._enqueue = _DropWhenFull(self._queue)
-        self._listener = logging.handlers.QueueListener(self._queue, self._file)
+        self._listener = _Writer(self._queue, self._file)
         self._listener.start()
         self._closed = False
 
@@ -159,6 +159,14 @@ class _DropWhenFull(logging.handlers.QueueHandler):
             self.queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
+
+
+class _Writer(logging.handlers.QueueListener):
+    """The background thread. Its stop signal waits for room on a full queue (the stdlib's
+    would raise ``queue.Full``): closing writes what is queued, however much."""
+
+    def enqueue_sentinel(self) -> None:
+        self.queue.put(self._sentinel)  # type: ignore[attr-defined]
 
 
 class _FileHandler(logging.handlers.RotatingFileHandler):

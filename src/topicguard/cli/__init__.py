@@ -16,7 +16,7 @@ from topicguard._exceptions import TopicGuardError
 from topicguard.cli._common import app
 
 # Importing a command module registers its commands; --help lists them in this order.
-for _module in ("model", "llm", "data"):
+for _module in ("model", "llm", "data", "feedback"):
     importlib.import_module(f"topicguard.cli.{_module}")
 
 __all__ = ["app", "main"]

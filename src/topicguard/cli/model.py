@@ -23,6 +23,7 @@ from topicguard.cli._common import (
     require_jsonl,
     usage_error,
 )
+from topicguard.decisions import DEFAULT_BACKUPS, DEFAULT_MAX_MB
 from topicguard.train import PRESETS, TrainConfig
 from topicguard.train import field_help as _field_help
 
@@ -254,13 +255,25 @@ def evaluate(
     backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
     second_opinion: SecondOpinion = True,
 ) -> None:
-    """Measure a guard on labelled data: F1, false-block rate, leak rate, per category."""
+    """Measure a guard on labelled data: F1, false-block rate, leak rate, per category.
+    Conversation files (JSONL rows with `turns`) are measured per user turn, with and
+    without the earlier turns' context."""
     with clean_errors():
+        from topicguard.conversations import is_conversation_file
         from topicguard.data import read_datasets
         from topicguard.evaluate import evaluate as run_evaluation
         from topicguard.runtime import TopicGuard
 
+        chats = [path for path in data if is_conversation_file(path)]
+        if chats and len(chats) < len(data):
+            raise usage_error(
+                "evaluate conversation files and message datasets in separate runs "
+                f"(conversations: {', '.join(p.name for p in chats)})"
+            )
         guard = TopicGuard.load(model, backend=backend, second_opinion=second_opinion)
+        if chats:
+            _evaluate_conversations(guard, chats, as_json=as_json, report=report, model=model)
+            return
         examples = read_datasets(data, label_column=label_column)
         evaluation = run_evaluation(guard, examples)
         summary = evaluation.to_dict()
@@ -448,12 +461,34 @@ def serve(
     max_texts: Annotated[int, typer.Option(min=1, help="texts per request")] = 64,
     max_chars: Annotated[int, typer.Option(min=1, help="characters per text")] = 4000,
     second_opinion: SecondOpinion = True,
+    log: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(dir_okay=False, help="append every decision to this JSONL decision log"),
+    ] = None,
+    log_texts: Annotated[
+        bool,
+        typer.Option(
+            "--log-texts", help="keep each text in the log (personal data: `feedback` needs it)"
+        ),
+    ] = False,
+    log_max_mb: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help=f"rotate the log past this size (keeps {DEFAULT_BACKUPS} old files)"
+        ),
+    ] = DEFAULT_MAX_MB,
 ) -> None:
     """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
     with clean_errors():
         from topicguard.runtime import TopicGuard
         from topicguard.serve import ServeConfig, run
 
+        if log_texts and log is None:
+            raise usage_error("--log-texts needs --log FILE")
+        if log is not None:  # a log that cannot be written is one line, before the model loads
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a", encoding="utf-8"):
+                pass
         # Load here, not in the server's start-up, so a bad folder or backend is one line.
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
@@ -466,7 +501,12 @@ def serve(
             api_key=api_key,
             max_texts=max_texts,
             max_chars=max_chars,
+            decision_log=log,
+            log_texts=log_texts,
+            log_max_mb=log_max_mb,
         )
+        if log is not None:
+            logger.info("decisions go to %s%s", log, " with their texts" if log_texts else "")
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
         run(config, host=host, port=port, guard=guard)
 
