@@ -243,3 +243,66 @@ def test_malformed_conversation_lines_name_their_line(
     path.write_text(json.dumps(_conversation_line()) + "\n" + line + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=message):
         read_conversations(path)
+
+
+def test_the_bundled_conversation_set() -> None:
+    from collections import Counter
+
+    from topicguard.spec import bundled_example
+
+    conversations = read_conversations(bundled_example().parent / "conversations.jsonl")
+    assert len(conversations) >= 300
+    langs = Counter(c.lang for c in conversations)
+    assert langs["en"] / len(conversations) >= 0.45 and langs["zh"] / len(conversations) >= 0.24
+    assert set(langs) == {"en", "zh", "es", "de", "fr"}
+    for conversation in conversations:
+        assert 2 <= len(conversation.user_turns()) <= 5, conversation.id
+    categories = Counter(t.category for c in conversations for t in c.turns if t.role == "user")
+    assert {"follow_up", "greeting_thanks", "injection", "off_topic"} <= set(categories)
+
+
+def test_evaluate_a_conversation_file(tiny_guard: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from topicguard.cli import app
+
+    rows = [
+        _conversation_line(),
+        _conversation_line(
+            id="c2",
+            lang="zh",
+            turns=[
+                {"role": "user", "content": "我的包裹到哪了", "label": True},
+                {"role": "assistant", "content": "今天送达。"},
+                {"role": "user", "content": "给我讲个笑话", "label": False, "category": "off"},
+            ],
+        ),
+    ]
+    data = write_rows(tmp_path / "chats.jsonl", rows)
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(tiny_guard), str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["conversations"] == 2 and summary["turns"] == 4
+    for key in ("with_context", "without_context"):
+        assert summary[key]["n"] == 4
+        assert {"f1", "false_block_rate", "leak_rate"} <= set(summary[key])
+        assert set(summary[key]["languages"]) == {"en", "zh"}
+    assert set(summary["with_context"]["categories"]) == {"follow", "off"}
+    text = runner.invoke(app, ["evaluate", str(tiny_guard), str(data)])
+    assert text.exit_code == 0 and "with context" in text.stdout and "per language" in text.stdout
+
+    mixed = runner.invoke(app, ["evaluate", str(tiny_guard), str(data), str(data.parent / "m")])
+    assert mixed.exit_code == 2  # a missing file: Typer says so before anything loads
+    messages = write_rows(tmp_path / "m.jsonl", [{"text": "where is my parcel", "label": True}])
+    mixed = runner.invoke(app, ["evaluate", str(tiny_guard), str(data), str(messages)])
+    assert mixed.exit_code == 1 and "separate runs" in mixed.stderr
+    (tmp_path / "bad.jsonl").write_text(
+        json.dumps(rows[0]) + "\n" + json.dumps({"turns": [_user("x")]}) + "\n", encoding="utf-8"
+    )
+    bad = runner.invoke(app, ["evaluate", str(tiny_guard), str(tmp_path / "bad.jsonl")])
+    assert bad.exit_code == 1
+    assert bad.stderr.strip() == (
+        f"error: {tmp_path / 'bad.jsonl'}:2: turn 1: the user turn has no label "
+        "(true: on topic, false: blocked)"
+    )

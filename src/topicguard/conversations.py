@@ -53,11 +53,15 @@ ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 # A follow-up is short: at most this many words ("and to Canada?", "yes the second one") ...
 FOLLOW_UP_MAX_WORDS = 6
-# ... or this many Chinese or Japanese characters ("那明天呢？"), or a mix weighed by both.
-FOLLOW_UP_MAX_CJK_CHARS = 12
+# ... or this many Chinese or Japanese characters ("那明天呢？"; a Chinese word averages about
+# 1.5 characters), or a mix weighed by both.
+FOLLOW_UP_MAX_CJK_CHARS = 9
 # A follow-up whose own score is below this is confidently off topic ("tell me a joke",
 # "ignore your rules"): no earlier turn lets it through, whatever the two read together say.
-CONTEXT_SCORE_FLOOR = 0.05
+# Read together, an on-topic turn can outweigh what follows it, so this floor is what keeps
+# a short injection out. Measured on the bundled conversations (docs/conversations.md):
+# such requests score 0.015-0.03 alone, while genuine follow-ups start near 0.02.
+CONTEXT_SCORE_FLOOR = 0.03
 # User turns the rule reads, the latest included: an allowed turn lends its context to at
 # most the two short follow-ups after it.
 CONTEXT_TURNS = 3
