@@ -210,14 +210,18 @@ def test_blocked_user_reads_the_refusal_in_their_language(guard: TopicGuard) -> 
         assert fake.requests == []
 
 
-@pytest.mark.parametrize(("status", "error"), [(429, openai.RateLimitError), (500, Exception)])
+@pytest.mark.parametrize(
+    ("status", "error", "stream"),
+    [(429, openai.RateLimitError, False), (500, openai.InternalServerError, False)]
+    + [(429, openai.RateLimitError, True)],
+)
 def test_upstream_errors_come_back_as_the_upstream_sent_them(
-    guard: TopicGuard, status: int, error: type[Exception]
+    guard: TopicGuard, status: int, error: type[Exception], stream: bool
 ) -> None:
     reply = _echo(status=status, message="slow down", headers={"retry-after": "3"})
     with FakeLLM(reply) as fake, proxied(guard, fake.base_url) as (_, client):
         with pytest.raises(openai.APIStatusError) as caught:
-            client.chat.completions.create(model="m", messages=ALLOWED)
+            client.chat.completions.create(model="m", messages=ALLOWED, stream=stream)
         assert isinstance(caught.value, error) and caught.value.status_code == status
         assert caught.value.body == {"message": "slow down", "type": "fake", "code": status}
         assert caught.value.response.headers["retry-after"] == "3"

@@ -2,7 +2,7 @@
 Prometheus-style metrics and the uvicorn runner.
 
 Problems found here are raised as :class:`HttpProblem`; each service turns one into its own
-JSON error shape (``serve``: ``{"error": "…"}``; ``proxy``: OpenAI's ``{"error": {…}}``).
+JSON error shape (``serve``: ``{"error": "…"}``; ``proxy``: OpenAI's, :func:`openai_error`).
 Starlette and uvicorn are imported lazily: importing this module costs nothing.
 """
 
@@ -14,7 +14,15 @@ from typing import Any
 
 from topicguard._exceptions import MissingDependencyError
 
-__all__ = ["MAX_BODY_BYTES", "HttpProblem", "Metrics", "check_key", "read_body", "run_app"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "HttpProblem",
+    "Metrics",
+    "check_key",
+    "openai_error",
+    "read_body",
+    "run_app",
+]
 
 MAX_BODY_BYTES = 1_000_000  # one request body, in bytes: larger ones get 413
 
@@ -31,6 +39,16 @@ class HttpProblem(Exception):
         self.status = status
         self.message = message
         self.code = code
+
+
+def openai_error(problem: HttpProblem) -> dict[str, Any]:
+    """OpenAI's error shape, ``{"error": {"message", "type", "code"}}``."""
+    kind = "invalid_request_error" if problem.status < 500 else "upstream_error"
+    if problem.status == 401:
+        kind = "authentication_error"
+    elif problem.status in (500, 503):
+        kind = "server_error"
+    return {"error": {"message": problem.message, "type": kind, "code": problem.code}}
 
 
 def check_key(request: Any, api_key: str | None) -> None:

@@ -9,7 +9,7 @@ upstream)``, run by ``topicguard proxy``. A chat app changes only its ``base_url
   asked for a stream, ``chat.completion.chunk`` events ending in ``data: [DONE]``) whose
   content is the spec's refusal in the user's language. Every judged answer carries the
   headers ``x-topicguard-verdict`` (allowed or blocked), ``x-topicguard-score`` and
-  ``x-topicguard-lang``.
+  ``x-topicguard-lang``, and ``server-timing: guard;dur=MS``, the guard's own time.
 - ``GET /v1/models``: passed through.
 - ``GET /healthz`` (the process is up), ``GET /readyz`` (the guard is loaded and the upstream
   answers), ``GET /metrics`` (Prometheus text).
@@ -38,7 +38,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from topicguard._exceptions import DataError, LLMError, MissingDependencyError
-from topicguard._http import MAX_BODY_BYTES, HttpProblem, Metrics, check_key, read_body, run_app
+from topicguard._http import (
+    MAX_BODY_BYTES,
+    HttpProblem,
+    Metrics,
+    check_key,
+    openai_error,
+    read_body,
+    run_app,
+)
+from topicguard._upstream import Upstream
 from topicguard.spec import GuardSpec
 
 if TYPE_CHECKING:
@@ -54,11 +63,6 @@ NO_SPEC_REFUSAL = "Sorry, I can't help with that here."
 _REQUEST_HOP = frozenset(
     {"host", "content-length", "connection", "keep-alive", "te", "trailer", "transfer-encoding",
      "upgrade", "proxy-authorization", "proxy-connection", "accept-encoding", "authorization"}
-)  # fmt: skip
-# response headers that the proxy's own server writes itself
-_RESPONSE_HOP = frozenset(
-    {"content-length", "connection", "keep-alive", "transfer-encoding", "trailer", "upgrade",
-     "date", "server", "proxy-authenticate"}
 )  # fmt: skip
 
 
@@ -166,243 +170,187 @@ def create_proxy_app(
     URL, with or without ``/v1``; ``spec`` (default: the one the guard folder records) gives
     the refusal texts; ``transport``: an httpx transport for the upstream (tests)."""
     try:
-        import httpx
         from fastapi import FastAPI
-        from fastapi.responses import JSONResponse, PlainTextResponse, Response
     except ImportError as exc:
-        raise MissingDependencyError(getattr(exc, "name", None) or "fastapi", "serve") from exc
+        raise MissingDependencyError("fastapi", "serve") from exc
+    try:
+        import httpx  # noqa: F401 - checked here, used by topicguard._upstream
+    except ImportError as exc:
+        raise MissingDependencyError("httpx", "serve") from exc
 
-    config = config or ProxyConfig()
-    base = upstream_base(upstream)
-    spec = spec or guard_spec(guard)
-    refusal = spec.refusal_text if spec else (lambda lang: NO_SPEC_REFUSAL)
-    if spec and spec.missing_refusals():
-        logger.warning(
-            "the spec has no refusal for %s: blocked users writing in it get the English one "
-            "(add it under refusal: in guard.yaml)",
-            ", ".join(spec.missing_refusals()),
-        )
-    metrics = Metrics(batches=False, upstream=True)
-    state: dict[str, Any] = {"ready": False}
+    proxy = _Proxy(guard, upstream_base(upstream), config or ProxyConfig(), spec, transport)
+    app = FastAPI(title="topicguard proxy", lifespan=proxy.lifespan)
+    # Plain Starlette routes: the body is read and checked here, at less cost per request
+    # than FastAPI's parameter machinery.
+    app.add_route("/v1/chat/completions", proxy.chat_completions, methods=["POST"])
+    app.add_route("/v1/models", proxy.models, methods=["GET"])
+    app.add_route("/healthz", proxy.healthz, methods=["GET"])
+    app.add_route("/readyz", proxy.readyz, methods=["GET"])
+    app.add_route("/metrics", proxy.prometheus, methods=["GET"])
+    return app
+
+
+class _Proxy:
+    """The proxy's state and its request handlers."""
+
+    def __init__(
+        self,
+        guard: Any,
+        base: str,
+        config: ProxyConfig,
+        spec: GuardSpec | None,
+        transport: Any,
+    ) -> None:
+        self.guard = guard
+        self.base = base
+        self.config = config
+        self.spec = spec or guard_spec(guard)
+        if self.spec and self.spec.missing_refusals():
+            logger.warning(
+                "the spec has no refusal for %s: blocked users writing in them get the English "
+                "one (add them under refusal: in guard.yaml and pass it with --spec)",
+                ", ".join(self.spec.missing_refusals()),
+            )
+        self.metrics = Metrics(batches=False, upstream=True)
+        self.transport = transport
+        self.upstream: Upstream | None = None  # while serving
+        self.executor: Any = None
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
         from concurrent.futures import ThreadPoolExecutor
 
-        timeout = config.upstream_timeout_s
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            transport=transport,
+        self.upstream = Upstream(
+            self.base,
+            timeout_s=self.config.upstream_timeout_s,
+            probe_timeout_s=self.config.probe_timeout_s,
+            metrics=self.metrics,
+            transport=self.transport,
         )
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topicguard-proxy")
-        state.update(client=client, executor=executor, ready=True)
-        problem = await probe()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topicguard-proxy")
+        problem = await self.upstream.probe(self._auth(None))
         if problem:
             logger.warning(
                 "upstream %s is unreachable (%s); starting anyway: /readyz answers 503 "
                 "until it answers",
-                base,
+                self.base,
                 problem,
             )
-        logger.info("guarding %s", base)
         try:
             yield
         finally:
-            state["ready"] = False
-            await client.aclose()
-            executor.shutdown(wait=True)
+            upstream, self.upstream = self.upstream, None
+            await upstream.aclose()
+            self.executor.shutdown(wait=True)
 
-    app = FastAPI(title="topicguard proxy", lifespan=lifespan)
+    def refusal(self, lang: str | None) -> str:
+        return self.spec.refusal_text(lang) if self.spec else NO_SPEC_REFUSAL
 
-    async def probe() -> str | None:
-        """None when the upstream answers HTTP at all (any status), else why not."""
-        try:
-            await state["client"].get(
-                f"{base}/models", headers=auth_header(None), timeout=config.probe_timeout_s
-            )
-        except httpx.HTTPError as exc:
-            return _describe(exc)
-        return None
+    def _auth(self, request: Any) -> list[tuple[str, str]]:
+        """The upstream's Authorization: its own key, else the client's (unless that is the
+        key of the proxy itself)."""
+        if self.config.upstream_key:
+            return [("authorization", f"Bearer {self.config.upstream_key}")]
+        if request is not None and not self.config.api_key:
+            supplied = request.headers.get("authorization")
+            return [("authorization", supplied)] if supplied else []
+        return []
 
-    def auth_header(request: Any) -> dict[str, str]:
-        if config.upstream_key:
-            return {"authorization": f"Bearer {config.upstream_key}"}
-        if request is not None and not config.api_key and "authorization" in request.headers:
-            return {"authorization": request.headers["authorization"]}
-        return {}
-
-    def upstream_headers(request: Any) -> list[tuple[str, str]]:
+    def _headers(self, request: Any) -> list[tuple[str, str]]:
         headers = [(k, v) for k, v in request.headers.items() if k not in _REQUEST_HOP]
         headers.append(("accept-encoding", "identity"))  # relay bytes as they come
-        headers += auth_header(request).items()
-        return headers
+        return headers + self._auth(request)
 
-    def upstream_failure(exc: BaseException) -> HttpProblem:
-        if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
-            metrics.upstream["timeout"] += 1
-            return HttpProblem(
-                504,
-                f"the upstream {base} did not answer within {config.upstream_timeout_s:g} s",
-                "upstream_timeout",
-            )
-        if isinstance(exc, httpx.ConnectError):
-            metrics.upstream["unreachable"] += 1
-            message = f"cannot reach the upstream {base}: {_describe(exc)}"
-            return HttpProblem(502, message, "upstream_unreachable")
-        metrics.upstream["broken"] += 1
-        message = f"the upstream {base} broke off its answer: {_describe(exc)}"
-        return HttpProblem(502, message, "bad_gateway")
-
-    def relayed(upstream_response: Any, content: bytes | None = None) -> Any:
-        """The upstream's answer as ours: its status, headers and body (or stream)."""
-        from starlette.background import BackgroundTask
-        from starlette.responses import StreamingResponse
-
-        metrics.upstream[str(upstream_response.status_code)] += 1
-        if content is not None:
-            response = Response(content, status_code=upstream_response.status_code)
-        else:
-            response = StreamingResponse(
-                relay(upstream_response),
-                status_code=upstream_response.status_code,
-                background=BackgroundTask(upstream_response.aclose),
-            )
-        response.raw_headers += [
-            (k, v) for k, v in upstream_response.headers.raw if k.lower() not in _RESPONSE_HOP_B
-        ]
-        return response
-
-    async def relay(upstream_response: Any) -> AsyncIterator[bytes]:
-        """The upstream's events as they arrive; on a break, an error event the OpenAI
-        client raises; closes the upstream stream however the client's ends."""
-        import anyio
-
-        try:
-            async for chunk in upstream_response.aiter_raw():
-                yield chunk
-        except httpx.HTTPError as exc:
-            problem = upstream_failure(exc)
-            logger.warning("upstream stream ended early: %s", problem.message)
-            error = {"error": _error_body(problem.status, problem.message, problem.code)}
-            yield f"data: {json.dumps(error)}\n\n".encode()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await upstream_response.aclose()
-
-    async def forward(request: Any, path: str, method: str, content: bytes | None) -> Any:
-        client = state["client"]
-        deadline = time.monotonic() + config.upstream_timeout_s
-        outgoing = client.build_request(
-            method, f"{base}{path}", content=content, headers=upstream_headers(request)
-        )
-        try:
-            upstream_response = await asyncio.wait_for(
-                client.send(outgoing, stream=True), config.upstream_timeout_s
-            )
-        except (asyncio.TimeoutError, httpx.HTTPError) as exc:
-            raise upstream_failure(exc) from exc
-        if upstream_response.headers.get("content-type", "").startswith("text/event-stream"):
-            return relayed(upstream_response)
-        try:
-            body = await asyncio.wait_for(
-                upstream_response.aread(), max(deadline - time.monotonic(), 0.001)
-            )
-        except (asyncio.TimeoutError, httpx.HTTPError) as exc:
-            raise upstream_failure(exc) from exc
-        finally:
-            await upstream_response.aclose()
-        return relayed(upstream_response, body)
-
-    async def judged(request: Any) -> Any:
-        check_key(request, config.api_key)
-        raw = await read_body(request, config.max_body_bytes)
-        payload, body = _parse(raw)
-        text = latest_user_text(body)
-        if len(text) > config.max_chars:
-            raise HttpProblem(
-                413,
-                f"the latest user message has {len(text)} characters: at most {config.max_chars}",
-                "message_too_long",
-            )
-        loop = asyncio.get_running_loop()
-        try:
-            verdict = await asyncio.wait_for(
-                loop.run_in_executor(state["executor"], judge, state["guard"], payload["messages"]),
-                config.guard_timeout_s,
-            )
-        except asyncio.TimeoutError:
-            raise HttpProblem(
-                503,
-                f"no verdict within {config.guard_timeout_s:g} s: the guard is overloaded",
-                "guard_overloaded",
-            ) from None
-        except DataError as exc:
-            raise HttpProblem(400, str(exc), "invalid_messages") from exc
-        metrics.observe_verdict(verdict.allowed)
-        headers = {
-            "x-topicguard-verdict": "allowed" if verdict.allowed else "blocked",
-            "x-topicguard-score": f"{verdict.score:.4f}",
-            "x-topicguard-lang": verdict.lang or "und",
-        }
-        try:
-            if verdict.allowed:
-                response = await forward(request, "/chat/completions", "POST", raw)
-            else:
-                response = _refusal_response(body, refusal(verdict.lang), Response)
-        except HttpProblem as problem:
-            response = _error_response(problem, JSONResponse)
-        response.headers.update(headers)
-        return response
-
-    async def chat_completions(request: Any) -> Any:
+    async def chat_completions(self, request: Any) -> Any:
         started = time.perf_counter()
         try:
-            response = await judged(request)
+            response = await self._chat(request)
         except HttpProblem as problem:
-            response = _error_response(problem, JSONResponse)
+            response = _error_response(problem)
         except Exception:  # noqa: BLE001 - answer in JSON and keep serving
             logger.exception("the proxy failed on a request")
             failed = HttpProblem(500, "the proxy failed on this request; see its log", "error")
-            response = _error_response(failed, JSONResponse)
-        metrics.observe_request(response.status_code, time.perf_counter() - started)
+            response = _error_response(failed)
+        self.metrics.observe_request(response.status_code, time.perf_counter() - started)
         return response
 
-    async def models(request: Any) -> Any:
+    async def _chat(self, request: Any) -> Any:
+        check_key(request, self.config.api_key)
+        raw = await read_body(request, self.config.max_body_bytes)
+        payload, body = _parse(raw)
+        text = latest_user_text(body)
+        if len(text) > self.config.max_chars:
+            message = f"the latest user message has {len(text)} characters: at most "
+            raise HttpProblem(413, f"{message}{self.config.max_chars}", "message_too_long")
+        judging = time.perf_counter()
+        verdict = await self._judge(payload["messages"])
+        guard_ms = (time.perf_counter() - judging) * 1000
+        self.metrics.observe_verdict(verdict.allowed)
         try:
-            check_key(request, config.api_key)
-            return await forward(request, "/models", "GET", None)
+            if verdict.allowed:
+                response = await self._forward(request, "POST", "/chat/completions", raw)
+            else:
+                response = _refusal_response(body, self.refusal(verdict.lang))
         except HttpProblem as problem:
-            return _error_response(problem, JSONResponse)
+            response = _error_response(problem)
+        response.headers.update(
+            {
+                "x-topicguard-verdict": "allowed" if verdict.allowed else "blocked",
+                "x-topicguard-score": f"{verdict.score:.4f}",
+                "x-topicguard-lang": verdict.lang or "und",
+            }
+        )
+        response.headers.append("server-timing", f"guard;dur={guard_ms:.3f}")
+        return response
 
-    async def healthz(request: Any) -> Any:
+    async def _judge(self, messages: list[Any]) -> Verdict:
+        """The guard's verdict, on its own thread (inference would block the event loop)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self.executor, judge, self.guard, messages),
+                self.config.guard_timeout_s,
+            )
+        except asyncio.TimeoutError:
+            message = f"no verdict within {self.config.guard_timeout_s:g} s: the guard is busy"
+            raise HttpProblem(503, message, "guard_overloaded") from None
+        except DataError as exc:
+            raise HttpProblem(400, str(exc), "invalid_messages") from exc
+
+    async def _forward(self, request: Any, method: str, path: str, body: bytes | None) -> Any:
+        if self.upstream is None:
+            raise HttpProblem(503, "the proxy is starting or stopping", "not_ready")
+        return await self.upstream.forward(method, path, self._headers(request), body)
+
+    async def models(self, request: Any) -> Any:
+        try:
+            check_key(request, self.config.api_key)
+            return await self._forward(request, "GET", "/models", None)
+        except HttpProblem as problem:
+            return _error_response(problem)
+
+    async def healthz(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Any) -> Any:
-        if not state["ready"]:
+    async def readyz(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        if self.upstream is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        problem = await probe()
+        problem = await self.upstream.probe(self._auth(None))
         status = {"status": "ready" if problem is None else "upstream unreachable"}
-        status |= {"guard": "loaded", "upstream": base}
+        status |= {"guard": "loaded", "upstream": self.base}
         if problem:
             status["problem"] = problem
         return JSONResponse(status, status_code=200 if problem is None else 503)
 
-    async def prometheus(request: Any) -> Any:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def prometheus(self, request: Any) -> Any:
+        from starlette.responses import PlainTextResponse
 
-    state["guard"] = guard
-    # Plain Starlette routes: the body is read and checked here, at less cost per request
-    # than FastAPI's parameter machinery.
-    app.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
-    app.add_route("/v1/models", models, methods=["GET"])
-    app.add_route("/healthz", healthz, methods=["GET"])
-    app.add_route("/readyz", readyz, methods=["GET"])
-    app.add_route("/metrics", prometheus, methods=["GET"])
-    return app
-
-
-_RESPONSE_HOP_B = frozenset(h.encode() for h in _RESPONSE_HOP)
+        text = self.metrics.render()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], ChatRequest]:
@@ -420,27 +368,17 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], ChatRequest]:
         raise HttpProblem(400, problems, "invalid_request") from None
 
 
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+def _error_response(problem: HttpProblem) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(openai_error(problem), status_code=problem.status)
 
 
-def _error_body(status: int, message: str, code: str) -> dict[str, Any]:
-    kind = "invalid_request_error" if status < 500 else "upstream_error"
-    if status == 401:
-        kind = "authentication_error"
-    elif status in (500, 503):
-        kind = "server_error"
-    return {"message": message, "type": kind, "code": code}
-
-
-def _error_response(problem: HttpProblem, json_response: Any) -> Any:
-    body = {"error": _error_body(problem.status, problem.message, problem.code)}
-    return json_response(body, status_code=problem.status)
-
-
-def _refusal_response(body: ChatRequest, text: str, response_class: Any) -> Any:
+def _refusal_response(body: ChatRequest, text: str) -> Any:
     """The proxy's own answer to a blocked request: a ``chat.completion``, or the same as
     ``chat.completion.chunk`` events ending in ``[DONE]`` when the client asked for a stream."""
+    from starlette.responses import Response
+
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     model = body.model if isinstance(body.model, str) else "topicguard"
     head = {"id": ident, "created": int(time.time()), "model": model}
@@ -456,7 +394,7 @@ def _refusal_response(body: ChatRequest, text: str, response_class: Any) -> Any:
             ],
             "usage": usage,
         }
-        return response_class(json.dumps(completion), media_type="application/json")
+        return Response(json.dumps(completion), media_type="application/json")
     deltas: list[tuple[dict[str, Any], str | None]] = [
         ({"role": "assistant", "content": ""}, None),
         ({"content": text}, None),
@@ -476,7 +414,7 @@ def _refusal_response(body: ChatRequest, text: str, response_class: Any) -> Any:
     if (body.stream_options or {}).get("include_usage"):
         events.append(head | {"object": "chat.completion.chunk", "choices": [], "usage": usage})
     stream = "".join(f"data: {json.dumps(e, ensure_ascii=False)}\n\n" for e in events)
-    return response_class(stream + "data: [DONE]\n\n", media_type="text/event-stream")
+    return Response(stream + "data: [DONE]\n\n", media_type="text/event-stream")
 
 
 def run(
