@@ -71,6 +71,22 @@ def test_load_benchmark_runs_against_a_real_server(
     assert result["p50_ms"] <= result["p99_ms"]
 
 
+def test_proxy_benchmark_times_both_routes_for_every_case(
+    tiny_guard: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--model", str(tiny_guard), "--requests", "3", "--delay-ms", "5", "--json"]
+    code = _load("proxy").main(args)
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0, result
+    assert result["verdict_mismatches"] == 0
+    cases = [result[kind][mode] for kind in ("allowed", "blocked") for mode in ("json", "stream")]
+    assert any(case is not None for case in cases)
+    for case in filter(None, cases):
+        assert case["n"] == 3 and case["guard_p50_ms"] > 0
+        assert case["direct_p50_ms"] > 0 and case["proxy_p50_ms"] > 0
+        assert case["added_p50_ms"] == pytest.approx(case["proxy_p50_ms"] - case["direct_p50_ms"])
+
+
 @requires_reference()
 def test_compare_benchmark_measures_every_method(
     tiny_bert: Path, capsys: pytest.CaptureFixture[str]
