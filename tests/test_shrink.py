@@ -180,6 +180,7 @@ def test_presets_and_their_bad_names() -> None:
         (["--preset", "quick"], "unknown preset 'quick'"),
         (["--multilingual-layers", "-1"], "multilingual layers must be at least 1"),
         (["--multilingual-vocabulary", "-5"], "multilingual vocabulary must be at least 1"),
+        (["--precision", "fp16"], "precision must be one of auto, bf16, fp32"),
     ],
 )
 def test_train_cli_refuses_bad_recipes_in_one_line(

@@ -266,3 +266,45 @@ def test_frozen_embeddings_stay_fixed_and_the_rest_trains(
         )
     assert changed[True] == (False, True, True)
     assert changed[None] == (True, True, False)
+
+
+def test_bf16_training_saves_a_plain_fp32_folder(
+    tiny_bert: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    examples = read_dataset(small_dataset)
+    out = tmp_path / "bf16"
+    config = TrainConfig(
+        base_model=str(tiny_bert),
+        epochs=1,
+        batch_size=4,
+        max_length=32,
+        validation_size=0.25,
+        precision="bf16",
+    )
+    train(examples, out, config)
+    metadata = json.loads((out / "topicguard.json").read_text())
+    assert metadata["training"]["precision"] == "bf16"
+    tensors = load_file(str(out / "model.safetensors"))
+    assert {str(t.dtype) for t in tensors.values()} == {"float32"}
+    # the fast attention used while training is not pinned in the folder
+    assert json.loads((out / "config.json").read_text()).get("attn_implementation") != "eager"
+    loaded = TopicGuard.load(out)
+    assert loaded.model.config._attn_implementation != "eager"
+    assert 0.0 <= loaded.scores(["where is my parcel"])[0] <= 1.0
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from topicguard.train import resolve_precision
+
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision("auto") == "bf16"
+    with pytest.raises(DataError, match="precision must be one of auto, bf16, fp32"):
+        TrainConfig(precision="fp16").validate()

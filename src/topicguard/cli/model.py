@@ -135,6 +135,10 @@ def train(
         Optional[int],  # noqa: UP045
         typer.Option(help=_field_help("layers")),
     ] = None,
+    precision: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help=_field_help("precision") + _default("precision")),
+    ] = None,
     target_false_block: TargetFalseBlock = None,
     max_f1: MaxF1 = False,
     cost_ratio: CostRatio = None,
@@ -176,6 +180,7 @@ def train(
             multilingual_epochs=multilingual_epochs,
             multilingual_vocabulary=multilingual_vocabulary,
             layers=layers,
+            precision=precision,
         )
         config.validate()
         examples = read_datasets(paths, label_column=label_column)
