@@ -128,8 +128,14 @@ def one_run(
         from topicguard.export import export_guard
 
         started = time.perf_counter()
-        export_guard(out, int8=True)
+        reports = export_guard(out, int8=True, keep_fp32=True)
         row["export_minutes"] = round((time.perf_counter() - started) / 60, 2)
+        # with every graph (--keep-fp32), then as `export --int8` leaves it: the fp32 graph
+        # only where the int8 copy was refused
+        row["folder_mb_exported_with_fp32"] = round(_size_mb(out), 1)
+        for report in reports:
+            if report.int8_path is not None:
+                report.path.unlink()
         row["folder_mb_exported"] = round(_size_mb(out), 1)
     return row
 

@@ -30,7 +30,9 @@ def guard_copy(tiny_guard: Path, tmp_path: Path) -> Path:
 
 
 def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
-    report = export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=0.0)
+    report = export_onnx(
+        guard_copy, int8=True, texts=TEXTS, int8_min_agreement=0.0, keep_fp32=True
+    )
     assert report.path == guard_copy / "onnx" / "model.onnx" and report.path.is_file()
     assert report.int8_path is not None and report.int8_path.is_file()
     assert report.fp32_label_agreement == 1.0 and report.fp32_max_abs_diff <= 1e-3
@@ -58,6 +60,21 @@ def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
     options = auto.backend.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert [v.text for v in auto.classify(TEXTS)] == TEXTS
+
+
+def test_an_int8_export_keeps_only_the_int8_graph_unless_asked(guard_copy: Path) -> None:
+    report = export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=0.0)
+    assert not report.fp32_kept and not report.path.exists()
+    assert sorted(p.name for p in (guard_copy / "onnx").iterdir()) == [
+        "export.json",
+        "model.int8.onnx",
+    ]
+    assert TopicGuard.load(guard_copy).backend_name == "onnx-int8"
+    with pytest.raises(ModelError, match="--int8 --keep-fp32"):
+        TopicGuard.load(guard_copy, backend="onnx")
+    export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=0.0, keep_fp32=True)
+    assert (guard_copy / "onnx" / "model.onnx").is_file()
+    assert TopicGuard.load(guard_copy, backend="onnx").backend_name == "onnx"
 
 
 def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(

@@ -2,6 +2,11 @@
 each checked on the spot against PyTorch before the command succeeds. BERT-like graphs are
 fused first (ONNX Runtime's transformer optimizer), which makes both copies faster.
 
+With int8, the fp32 graph is the step the int8 copy is made and checked from: it is kept only
+with ``keep_fp32`` (or where the int8 copy was refused, since the runtime then runs it). The
+folder's PyTorch weights can always make it again, and without it a guard folder is about
+half the size.
+
 fp32 must give the same label on every check text and logits within ``FP32_ATOL``; int8
 must agree on at least ``INT8_MIN_AGREEMENT`` of the labels. Check texts: the reference
 project's queries when ``../shared`` has them, else the bundled example's test queries.
@@ -39,7 +44,7 @@ OPSET = 17
 class ExportReport:
     """What was written and how closely it matches PyTorch."""
 
-    path: Path
+    path: Path  # the fp32 graph (see fp32_kept)
     int8_path: Path | None
     n_checked: int
     fp32_max_abs_diff: float
@@ -51,6 +56,7 @@ class ExportReport:
     int8_embeddings: bool | None = None  # the embedding tables in int8 too
     int8_skipped: str | None = None  # why no int8 copy was kept, when one was optional
     fused: bool = False  # both graphs have ONNX Runtime's transformer fusions
+    fp32_kept: bool = True  # False: only the int8 copy stays in the folder
 
 
 def export_onnx(
@@ -60,11 +66,13 @@ def export_onnx(
     texts: Sequence[str] | None = None,
     int8_min_agreement: float = INT8_MIN_AGREEMENT,
     int8_optional: bool = False,
+    keep_fp32: bool = False,
 ) -> ExportReport:
     """Export a guard's model to ONNX (and int8 with ``int8``) and verify it on ``texts``
     (default: :func:`check_texts`). Raises :class:`ModelError` when a check fails (with
     ``int8_optional``, a failed int8 check only leaves the fp32 copy, and says why); nothing
-    unverified is left under ``MODEL/onnx/``."""
+    unverified is left under ``MODEL/onnx/``. With a verified int8 copy the fp32 graph is
+    removed unless ``keep_fp32`` (``report.fp32_kept`` says which)."""
     from topicguard.runtime import TopicGuard
 
     model_dir = Path(model_dir)
@@ -155,6 +163,9 @@ def export_onnx(
                 report.int8_float_layers = kept_float
                 report.int8_float_down_projections = float_down
                 report.int8_embeddings = embeddings_int8
+                if not keep_fp32:
+                    (out / FP32_FILE).unlink()
+                    report.fp32_kept = False
     finally:
         plain.unlink(missing_ok=True)
         source.unlink(missing_ok=True)
@@ -338,17 +349,21 @@ def check_texts(limit: int = 2500) -> list[str]:
     return texts[:limit] if len(texts) <= limit else texts[: limit // 2] + texts[-limit // 2 :]
 
 
-def export_guard(model_dir: str | Path, *, int8: bool = False) -> list[ExportReport]:
+def export_guard(
+    model_dir: str | Path, *, int8: bool = False, keep_fp32: bool = False
+) -> list[ExportReport]:
     """Export a guard folder: its model and, when present, its multilingual model. The
     multilingual model's int8 copy is optional: when it drifts from PyTorch beyond the
     agreement bar, that model runs on fp32 ONNX (the runtime falls back to it)."""
     from topicguard.runtime import multilingual_path
 
     model_dir = Path(model_dir)
-    reports = [export_onnx(model_dir, int8=int8)]
+    reports = [export_onnx(model_dir, int8=int8, keep_fp32=keep_fp32)]
     second = multilingual_path(model_dir)
     if second is not None:
-        reports.append(export_onnx(second, int8=int8, int8_optional=True))
+        reports.append(
+            export_onnx(second, int8=int8, int8_optional=True, keep_fp32=keep_fp32)
+        )
     return reports
 
 

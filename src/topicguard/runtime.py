@@ -263,6 +263,8 @@ class TopicGuard:
             onnx_path = path / _ONNX_FILES[backend]
             if not onnx_path.is_file():
                 flag = " --int8" if backend == "onnx-int8" else ""
+                if backend == "onnx" and (path / _ONNX_FILES["onnx-int8"]).is_file():
+                    flag = " --int8 --keep-fp32"  # an int8 export removed the fp32 graph
                 raise ModelError(
                     f"{path} has no {_ONNX_FILES[backend]}: run "
                     f"`topicguard export {path}{flag}` first"
