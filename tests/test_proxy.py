@@ -376,3 +376,29 @@ def test_cli_refuses_bad_upstreams_and_folders(
     assert upstream == "http://llm" and config.upstream_key == "llm-secret"
     assert config.upstream_timeout_s == 5 and call["port"] == 9
     assert call["spec"].refusal_text("en") == "No."
+
+
+def test_decisions_go_to_the_log_with_texts_only_when_asked(
+    guard: TopicGuard, tmp_path: Path
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    with (
+        FakeLLM(_echo()) as fake,
+        proxied(guard, fake.base_url, decision_log=log, log_texts=True) as (_, client),
+    ):
+        client.chat.completions.create(model="small-llm", messages=ALLOWED)  # type: ignore[arg-type]
+        client.chat.completions.create(model="small-llm", messages=BLOCKED)  # type: ignore[arg-type]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["verdict"] for r in rows] == ["allowed", "blocked"]
+    assert rows[1]["text"] == BLOCKED[0]["content"] and rows[0]["lang"] == "en"
+    assert rows[0]["model"] == guard.fingerprint and rows[0]["latency_ms"] > 0
+    quiet = tmp_path / "quiet.jsonl"
+    with (
+        FakeLLM(_echo()) as fake,
+        proxied(guard, fake.base_url, decision_log=quiet) as (
+            _,
+            client,
+        ),
+    ):
+        client.chat.completions.create(model="small-llm", messages=ALLOWED)  # type: ignore[arg-type]
+    assert "text" not in json.loads(quiet.read_text())

@@ -32,6 +32,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,7 @@ from topicguard._http import (
     run_app,
 )
 from topicguard._upstream import Upstream
+from topicguard.decisions import DEFAULT_MAX_MB
 from topicguard.spec import GuardSpec
 
 if TYPE_CHECKING:
@@ -78,6 +80,10 @@ class ProxyConfig:
     max_chars: int = 16_000
     guard_timeout_s: float = 10.0
     probe_timeout_s: float = 2.0  # the upstream check of start-up and /readyz
+    # every verdict appended to a decision log (topicguard.decisions), off the request path
+    decision_log: Path | None = None
+    log_texts: bool = False  # personal data: only when `topicguard feedback` will need them
+    log_max_mb: float = DEFAULT_MAX_MB
 
 
 class _Part(BaseModel):
@@ -215,6 +221,7 @@ class _Proxy:
         self.transport = transport
         self.upstream: Upstream | None = None  # while serving
         self.executor: Any = None
+        self.decisions: Any = None  # a DecisionLog, while serving with one
 
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
@@ -228,6 +235,15 @@ class _Proxy:
             transport=self.transport,
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="topicguard-proxy")
+        if self.config.decision_log is not None:
+            from topicguard.decisions import DecisionLog
+
+            self.decisions = DecisionLog(
+                self.config.decision_log,
+                texts=self.config.log_texts,
+                max_mb=self.config.log_max_mb,
+                model=getattr(self.guard, "fingerprint", None),
+            )
         problem = await self.upstream.probe(self._auth(None))
         if problem:
             logger.warning(
@@ -242,6 +258,8 @@ class _Proxy:
             upstream, self.upstream = self.upstream, None
             await upstream.aclose()
             self.executor.shutdown(wait=True)
+            if self.decisions is not None:
+                self.decisions.close()
 
     def refusal(self, lang: str | None) -> str:
         return self.spec.refusal_text(lang) if self.spec else NO_SPEC_REFUSAL
@@ -286,6 +304,8 @@ class _Proxy:
         verdict = await self._judge(payload["messages"])
         guard_ms = (time.perf_counter() - judging) * 1000
         self.metrics.observe_verdict(verdict.allowed)
+        if self.decisions is not None:
+            self.decisions.record(verdict, latency_ms=guard_ms)
         try:
             if verdict.allowed:
                 response = await self._forward(request, "POST", "/chat/completions", raw)

@@ -354,18 +354,32 @@ def classify(
 def export(
     model: ModelDir,
     int8: Annotated[
-        bool, typer.Option("--int8", help="also write a dynamically quantised copy")
-    ] = (False),
+        bool,
+        typer.Option(
+            "--int8",
+            help="write a dynamically quantised copy (what `classify` and `serve` then run); "
+            "the fp32 graph it is made from is removed unless --keep-fp32",
+        ),
+    ] = False,
+    keep_fp32: Annotated[
+        bool,
+        typer.Option(
+            "--keep-fp32",
+            help="with --int8, keep the fp32 ONNX graph too (about twice the folder size; "
+            "for --backend onnx)",
+        ),
+    ] = False,
 ) -> None:
     """Export to ONNX under MODEL/onnx/, verified against PyTorch before it counts."""
     with clean_errors():
         from topicguard.export import FP32_ATOL, export_guard
 
-        for report in export_guard(model, int8=int8):
+        for report in export_guard(model, int8=int8, keep_fp32=keep_fp32):
+            kept = "" if report.fp32_kept else " (checked, then removed: --keep-fp32 keeps it)"
             typer.echo(
                 f"{report.path}{' (fused)' if report.fused else ''}: same label as PyTorch on "
                 f"{report.n_checked} texts, max logit difference {report.fp32_max_abs_diff:.1e} "
-                f"(tolerance {FP32_ATOL})"
+                f"(tolerance {FP32_ATOL}){kept}"
             )
             if report.int8_path is not None:
                 down = " and the FFN down-projections" if report.int8_float_down_projections else ""
@@ -466,34 +480,16 @@ def serve(
     max_texts: Annotated[int, typer.Option(min=1, help="texts per request")] = 64,
     max_chars: Annotated[int, typer.Option(min=1, help="characters per text")] = 4000,
     second_opinion: SecondOpinion = True,
-    log: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(dir_okay=False, help="append every decision to this JSONL decision log"),
-    ] = None,
-    log_texts: Annotated[
-        bool,
-        typer.Option(
-            "--log-texts", help="keep each text in the log (personal data: `feedback` needs it)"
-        ),
-    ] = False,
-    log_max_mb: Annotated[
-        float,
-        typer.Option(
-            min=0.001, help=f"rotate the log past this size (keeps {DEFAULT_BACKUPS} old files)"
-        ),
-    ] = DEFAULT_MAX_MB,
+    log: LogFile = None,
+    log_texts: LogTexts = False,
+    log_max_mb: LogMaxMb = DEFAULT_MAX_MB,
 ) -> None:
     """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
     with clean_errors():
         from topicguard.runtime import TopicGuard
         from topicguard.serve import ServeConfig, run
 
-        if log_texts and log is None:
-            raise usage_error("--log-texts needs --log FILE")
-        if log is not None:  # a log that cannot be written is one line, before the model loads
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("a", encoding="utf-8"):
-                pass
+        _check_log(log, log_texts)
         # Load here, not in the server's start-up, so a bad folder or backend is one line.
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
@@ -510,10 +506,37 @@ def serve(
             log_texts=log_texts,
             log_max_mb=log_max_mb,
         )
-        if log is not None:
-            logger.info("decisions go to %s%s", log, " with their texts" if log_texts else "")
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
         run(config, host=host, port=port, guard=guard)
+
+
+LogFile = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(dir_okay=False, help="append every decision to this JSONL decision log"),
+]
+LogTexts = Annotated[
+    bool,
+    typer.Option(
+        "--log-texts", help="keep each text in the log (personal data: `feedback` needs it)"
+    ),
+]
+LogMaxMb = Annotated[
+    float,
+    typer.Option(
+        min=0.001, help=f"rotate the log past this size (keeps {DEFAULT_BACKUPS} old files)"
+    ),
+]
+
+
+def _check_log(log: Path | None, log_texts: bool) -> None:
+    """A decision log that cannot be written is one line, before the model loads."""
+    if log_texts and log is None:
+        raise usage_error("--log-texts needs --log FILE")
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a", encoding="utf-8"):
+            pass
+        logger.info("decisions go to %s%s", log, " with their texts" if log_texts else "")
 
 
 @app.command()
@@ -557,6 +580,9 @@ def proxy(
         typer.Option(exists=True, dir_okay=False, help="guard.yaml whose refusal texts to use"),
     ] = None,
     second_opinion: SecondOpinion = True,
+    log: LogFile = None,
+    log_texts: LogTexts = False,
+    log_max_mb: LogMaxMb = DEFAULT_MAX_MB,
 ) -> None:
     """Guard an OpenAI-compatible LLM: POST /v1/chat/completions, GET /v1/models, probes."""
     import os
@@ -573,11 +599,17 @@ def proxy(
             if not upstream_key:
                 raise usage_error(f"--upstream-key-env: {upstream_key_env} is not set or empty")
         guard_spec = load_spec(spec) if spec is not None else None
+        _check_log(log, log_texts)
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
         )
         config = ProxyConfig(
-            api_key=api_key, upstream_key=upstream_key, upstream_timeout_s=upstream_timeout
+            api_key=api_key,
+            upstream_key=upstream_key,
+            upstream_timeout_s=upstream_timeout,
+            decision_log=log,
+            log_texts=log_texts,
+            log_max_mb=log_max_mb,
         )
         logger.info(
             "listening on http://%s:%d, guarding %s (auth %s)",
