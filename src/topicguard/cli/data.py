@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from topicguard.cli._common import ExistingFile, LabelColumn, app, clean_errors
+from topicguard.coverage import DEFAULT_EMBEDDING_MODEL, DEFAULT_MIN_ROWS
 
 data_app = typer.Typer(
     help="Inspect and split labelled datasets.", no_args_is_help=True, add_completion=False
@@ -76,6 +77,94 @@ def data_split(
             f"{out / 'train.jsonl'}: {len(train_rows)} rows\n{out / 'test.jsonl'}: "
             f"{len(test_rows)} rows (near-duplicate clusters kept on one side)"
         )
+
+
+@data_app.command("coverage")
+def data_coverage(
+    spec_file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="the spec (guard.yaml)")
+    ],
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="datasets")],
+    min_rows: Annotated[
+        int, typer.Option(min=1, help="a topic in a language is thin below this many rows")
+    ] = DEFAULT_MIN_ROWS,
+    embedding_model: Annotated[
+        str,
+        typer.Option(help="encoder that maps rows to topics (mean-pooled embeddings)"),
+    ] = DEFAULT_EMBEDDING_MODEL,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    label_column: LabelColumn = None,
+) -> None:
+    """Training rows per allowed and blocked topic of the spec, per language: thin cells first."""
+    with clean_errors():
+        from topicguard.coverage import TransformerEmbedder, coverage
+        from topicguard.data import read_datasets
+        from topicguard.spec import load_spec
+
+        spec = load_spec(spec_file)
+        examples = read_datasets(files, label_column=label_column)
+        result = coverage(
+            spec, examples, embed=TransformerEmbedder(embedding_model), min_rows=min_rows
+        )
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        else:
+            _print_coverage(result)
+
+
+def _print_coverage(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    thin = result.thin
+    console.print(
+        f"{result.n_rows} rows; {len(thin)} of {len(result.cells)} topic-language cells have "
+        f"fewer than {result.min_rows} rows"
+    )
+    if thin:
+        table = Table(title=f"thin cells (< {result.min_rows} rows)")
+        for column in ("side", "topic", "lang", "rows"):
+            table.add_column(column, justify="right" if column == "rows" else "left")
+        for cell in thin:
+            table.add_row(cell.side, _short(cell.topic), cell.lang, str(cell.rows))
+        console.print(table)
+    table = Table(title="rows per topic and language")
+    table.add_column("side")
+    table.add_column("topic")
+    for lang in result.languages:
+        table.add_column(lang, justify="right")
+    table.add_column("total", justify="right")
+    by_topic = result.topic_totals()
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for cell in result.cells:
+        rows.setdefault((cell.side, cell.topic), {})[cell.lang] = cell.rows
+    for (side, topic), counts in rows.items():
+        shown = [
+            f"[red]{n}[/red]" if n < result.min_rows else str(n)
+            for n in (counts[lang] for lang in result.languages)
+        ]
+        table.add_row(side, _short(topic), *shown, str(by_topic[topic]))
+    by_lang = result.language_totals()
+    table.add_row(
+        "", "total", *(str(by_lang[lang]) for lang in result.languages), str(sum(by_lang.values()))
+    )
+    console.print(table)
+    if result.other_languages:
+        other = ", ".join(f"{lang} {n}" for lang, n in result.other_languages.items())
+        console.print(f"rows in languages the spec does not list: {other}", markup=False)
+    console.print(
+        f"placed by category: {result.placed_by_category} rows; by similarity: "
+        f"{result.placed_by_similarity} rows"
+    )
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+
+
+def _short(text: str, width: int = 60) -> str:
+    from rich.markup import escape
+
+    return escape(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def _print_data_report(report: Any) -> None:
