@@ -27,8 +27,9 @@ from topicguard import __version__
 from topicguard._exceptions import DataError, ModelError
 from topicguard._io import atomic_dir, owned_tmp_prefix, sweep_stale
 from topicguard._progress import progress_bar
+from topicguard.augment import augment, count_augmented, is_augmented
 from topicguard.calibrate import Calibration, Objective, fit_calibration
-from topicguard.data import Example
+from topicguard.data import Example, normalize_text
 from topicguard.leakage import split_examples
 from topicguard.models import (
     DEFAULT_BASE_MODEL,
@@ -165,6 +166,22 @@ class TrainConfig:
             "(0: all; most of its size is the vocabulary of ~100 languages)"
         },
     )
+    augment: bool = field(
+        default=True,
+        metadata={
+            "help": "add training rows made from the training rows (never from validation): "
+            "on-topic queries joined with a blocked request (blocked) or with a greeting or "
+            "thanks (label kept), and typing noise (typos, no capitals or punctuation; for "
+            "Chinese: punctuation width, spaces, traditional characters)"
+        },
+    )
+    augment_ratio: float = field(
+        default=0.15,
+        metadata={
+            "help": "augmented rows made, as a share of the training rows of each language "
+            "(at most; fewer where the data lacks rows to make them from)"
+        },
+    )
 
     def validate(self) -> None:
         problems = []
@@ -192,6 +209,8 @@ class TrainConfig:
             problems.append(f"max length must be at least 8 tokens, got {self.max_length}")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.augment_ratio <= 1:
+            problems.append(f"augment ratio must be in [0, 1], got {self.augment_ratio}")
         for name in (
             "layers",
             "multilingual_layers",
@@ -320,11 +339,15 @@ def train(
     routing: dict[str, Any] | None = None,
     include: dict[str, Path] | None = None,
     calibration_languages: Sequence[str] | None = None,
+    augmented: bool = False,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``examples`` and write the guard to ``out_dir``.
 
     Without ``validation``, ``config.validation_size`` of ``examples`` is held out, keeping
-    near-duplicate clusters on one side. The kept weights are the mean of the last
+    near-duplicate clusters on one side. With ``config.augment``, rows made from the training
+    rows (:func:`topicguard.augment.augment`) are added to them after the split, unless
+    ``augmented`` says that ``examples`` already hold theirs (:func:`train_multilingual`
+    augments before it repeats rows). The kept weights are the mean of the last
     ``config.average_last`` epochs (of every run, with ``config.soup`` runs), unless the best
     single epoch is more accurate on validation by over one standard error; their scores are
     calibrated (temperature scaling) and the decision threshold chosen for ``objective``
@@ -352,6 +375,9 @@ def train(
         train_rows, val_rows = list(examples), list(validation)
     _check_classes(train_rows, "training split")
     _check_classes(val_rows, "validation split (add rows or raise --validation-size)")
+    if config.augment and not augmented:
+        train_rows += _augmented(train_rows, val_rows, config)
+    given_rows = [e for e in train_rows if not is_augmented(e)]
     labels = spec.labels if spec else LabelNames()
 
     import numpy as np
@@ -601,9 +627,11 @@ def train(
         "timings": {k: round(v, 2) for k, v in clock.timings.items()},
         "tokens_per_epoch": sum(lengths),
         "data": {
-            "fingerprint": data_fingerprint(train_rows),
+            "fingerprint": data_fingerprint(given_rows),
             "files": [str(f) for f in data_files],
-            "n_train": len(train_rows),
+            "n_train": len(given_rows),
+            # rows augmentation added to the training rows, by kind (repeats included)
+            "augmented": count_augmented(train_rows),
             "n_validation": len(val_rows),
         },
         "metrics": {"validation": val_metrics},
@@ -632,7 +660,7 @@ def train(
         runs=len(runs),
         best_run=best_run,
         train_seconds=train_seconds,
-        n_train=len(train_rows),
+        n_train=len(given_rows),
         n_validation=len(val_rows),
         calibration=calibration,
         timings=clock.timings,
@@ -740,8 +768,9 @@ def train_multilingual(
     """The multilingual model of a routed guard, for ``languages`` (those the fast model
     does not serve): multilingual-e5-small cut to ``config.multilingual_layers`` layers and
     ``config.multilingual_vocabulary`` tokens, fine-tuned on every row (English rows teach
-    it the task) with the rows in ``languages`` repeated ``config.multilingual_repeat``
-    times after the split, and calibrated on those languages' validation rows."""
+    it the task) and their augmentation, with the rows in ``languages`` repeated
+    ``config.multilingual_repeat`` times after the split, and calibrated on those
+    languages' validation rows."""
     from topicguard.e5 import MULTILINGUAL_BASE_MODEL
 
     ml_config = TrainConfig(
@@ -753,10 +782,13 @@ def train_multilingual(
             "vocabulary_size": config.multilingual_vocabulary or None,
         }
     )
-    # split before repeating, so that no validation row has a copy in training
+    # split before augmenting and repeating, so that no validation row has a copy in
+    # training; the augmented rows of its languages are repeated with the rest
     train_rows, val_rows = split_examples(
         examples, test_size=config.validation_size, seed=config.seed
     )
+    if config.augment:
+        train_rows += _augmented(train_rows, val_rows, config)
     repeated = [e for e in train_rows if e.lang in languages] * (config.multilingual_repeat - 1)
     logger.info(
         "training %s for %s on %d rows (%d of them repeats), validating on %d",
@@ -775,7 +807,27 @@ def train_multilingual(
         objective=objective,
         data_files=data_files,
         calibration_languages=languages,
+        augmented=True,
     )
+
+
+def _augmented(
+    train_rows: Sequence[Example], val_rows: Sequence[Example], config: TrainConfig
+) -> list[Example]:
+    """The rows augmentation makes from ``train_rows`` (it never sees ``val_rows``), less
+    any that matches a validation row but for case and punctuation: validation must not
+    score a copy of a training row."""
+    made = augment(train_rows, seed=config.seed, ratio=config.augment_ratio)
+    held_out = {normalize_text(e.text) for e in val_rows}
+    kept = [e for e in made if normalize_text(e.text) not in held_out]
+    counts = count_augmented(kept)
+    logger.info(
+        "augmentation added %d rows to %d training rows (%s)",
+        len(kept),
+        len(train_rows),
+        ", ".join(f"{n} {kind}" for kind, n in counts.items()),
+    )
+    return kept
 
 
 def _adamw(params: list[dict[str, Any]], learning_rate: float) -> Any:

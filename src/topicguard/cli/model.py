@@ -35,6 +35,8 @@ def _default(name: str) -> str:
     value = getattr(DEFAULTS, name)
     if name == "multilingual_epochs" and not value:
         return " (default: as --epochs)"
+    if isinstance(value, bool):
+        return f" (default: {'on' if value else 'off'})"
     if isinstance(value, list):
         value = ",".join(value)
     return f" (default: {value or 'all'})"
@@ -139,6 +141,14 @@ def train(
         Optional[str],  # noqa: UP045
         typer.Option(help=_field_help("precision") + _default("precision")),
     ] = None,
+    augment: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--augment/--no-augment", help=_field_help("augment") + _default("augment")),
+    ] = None,
+    augment_ratio: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help=_field_help("augment_ratio") + _default("augment_ratio")),
+    ] = None,
     target_false_block: TargetFalseBlock = None,
     max_f1: MaxF1 = False,
     cost_ratio: CostRatio = None,
@@ -181,6 +191,8 @@ def train(
             multilingual_vocabulary=multilingual_vocabulary,
             layers=layers,
             precision=precision,
+            augment=augment,
+            augment_ratio=augment_ratio,
         )
         config.validate()
         examples = read_datasets(paths, label_column=label_column)
