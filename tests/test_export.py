@@ -30,9 +30,7 @@ def guard_copy(tiny_guard: Path, tmp_path: Path) -> Path:
 
 
 def test_fp32_and_int8_exports_match_pytorch(guard_copy: Path) -> None:
-    report = export_onnx(
-        guard_copy, int8=True, texts=TEXTS, int8_min_agreement=0.0, keep_fp32=True
-    )
+    report = export_onnx(guard_copy, int8=True, texts=TEXTS, int8_min_agreement=0.0, keep_fp32=True)
     assert report.path == guard_copy / "onnx" / "model.onnx" and report.path.is_file()
     assert report.int8_path is not None and report.int8_path.is_file()
     assert report.fp32_label_agreement == 1.0 and report.fp32_max_abs_diff <= 1e-3

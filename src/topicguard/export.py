@@ -361,9 +361,7 @@ def export_guard(
     reports = [export_onnx(model_dir, int8=int8, keep_fp32=keep_fp32)]
     second = multilingual_path(model_dir)
     if second is not None:
-        reports.append(
-            export_onnx(second, int8=int8, int8_optional=True, keep_fp32=keep_fp32)
-        )
+        reports.append(export_onnx(second, int8=int8, int8_optional=True, keep_fp32=keep_fp32))
     return reports
 
 
