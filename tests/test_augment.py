@@ -23,7 +23,7 @@ import topicguard.train
 from topicguard import DataError
 from topicguard.augment import (
     KINDS,
-    MIX_CATEGORIES,
+    MIX_EXCLUDED,
     SOCIAL_TEXTS,
     augment,
     count_augmented,
@@ -47,7 +47,7 @@ CHINESE_BODY = st.text(
 
 def _row(draw: Any, label: bool, lang: str) -> Example:
     body = draw(CHINESE_BODY if lang == "zh" else LATIN_BODY)
-    category = draw(st.sampled_from([None, "competitors", *sorted(MIX_CATEGORIES)]))
+    category = draw(st.sampled_from([None, "competitors", "jailbreak", "food_recipes"]))
     return Example(
         text=f"{ON if label else OFF} {body}",
         label=label,
@@ -108,7 +108,7 @@ def test_augmentation_is_deterministic_and_fills_its_budget(bundled_rows: list[E
     assert sum(counts.values()) == len(made)
     assert counts["noise"] > counts["mixed"] > counts["social"]
     mixed = [r for r in made if r.source == "augment:mixed"]
-    assert all(not r.label and r.category in MIX_CATEGORIES for r in mixed)
+    assert all(not r.label and r.category not in MIX_EXCLUDED for r in mixed)
     assert {r.lang for r in mixed} == set(per_lang)  # the multilingual model's languages too
     if importlib.util.find_spec("opencc"):  # the augment extra: traditional characters too
         simplified = set("".join(r.text for r in bundled_rows if r.lang == "zh"))
@@ -170,9 +170,9 @@ def test_social_texts_cover_the_bundled_languages() -> None:
 def test_too_few_source_rows_give_fewer_rows_and_one_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # German without blocked rows to mix with
+    # German whose only blocked row is a competitor question: nothing to mix with
     rows = [Example(text=f"wo ist mein Paket {i}", label=True, lang="de") for i in range(20)]
-    rows += [Example(text="Rezept für Brot", label=False, category="food_recipes", lang="de")]
+    rows += [Example(text="was kostet DHL nach Wien", label=False, category="competitors", lang="de")]
     with caplog.at_level(logging.WARNING, logger="topicguard.augment"):
         made = augment(rows, seed=0, ratio=0.5)
     assert count_augmented(made)["mixed"] == 0 and 0 < len(made) < 10

@@ -5,8 +5,9 @@ fast. Three kinds of rows, each marked in ``source`` (``"augment:<kind>"``) so t
 be told apart and counted (:func:`count_augmented`):
 
 - ``mixed``: an on-topic row joined with a blocked request of the same language (a
-  hijack or jailbreak, misuse, or a general-assistant task: :data:`MIX_CATEGORIES`) is
-  blocked: a blocked request stays blocked whatever is joined to it.
+  hijack or jailbreak, misuse, or anything a general-purpose assistant would do: every
+  blocked category but :data:`MIX_EXCLUDED`) is blocked: a blocked request stays blocked
+  whatever is joined to it.
 - ``social``: any row joined with harmless social text (a greeting, thanks, an apology, a
   line about the sender's day: :data:`SOCIAL_TEXTS`) keeps its label. Blocked rows get social
   text too, so that a greeting teaches the guard nothing about the verdict.
@@ -37,7 +38,7 @@ from topicguard.data import Example
 __all__ = [
     "AUGMENT_SOURCE",
     "KINDS",
-    "MIX_CATEGORIES",
+    "MIX_EXCLUDED",
     "SHARES",
     "SOCIAL_TEXTS",
     "augment",
@@ -51,13 +52,13 @@ AUGMENT_SOURCE = "augment"
 KINDS = ("mixed", "social", "noise")
 # the share of each kind in the rows made (half mixed messages, half typing noise)
 SHARES = {"mixed": 0.3, "social": 0.2, "noise": 0.5}
-# blocked categories whose rows make a message blocked whatever it also asks: hijacks and
-# jailbreaks, misuse and harmful requests, the bot used as a general assistant. Questions
-# about competitors or adjacent domains are left out: next to a real request they are a
-# judgement call, not a rule. Rows without a category are taken by their label.
-MIX_CATEGORIES = frozenset(
-    {"jailbreak", "misuse", "assistant_tasks", "coding", "writing", "general_knowledge"}
-)
+# A blocked request makes a message blocked whatever else it asks: hijacks and jailbreaks,
+# misuse and harmful requests, and the bot used as a general assistant (recipes, money,
+# travel, code, trivia...; measured: half of such requests behind a parcel sentence got
+# through a guard trained without these rows). Questions about competitors or adjacent
+# domains are left out: next to a real request they are a judgement call, not a rule.
+# Rows without a category are taken by their label.
+MIX_EXCLUDED = frozenset({"competitors", "adjacent_domain"})
 # a joined message must fit the model's window (128 tokens by default) whole, or a blocked
 # half could be cut off and leave a blocked label on an on-topic text
 MAX_JOINED_CHARS = {"zh": 120}
@@ -120,7 +121,7 @@ def augment(
     if missing:
         wanted_total = sum(math.floor(ratio * len(g) + 1e-9) for g in groups.values())
         reasons = {
-            "mixed": "on-topic and blocked (" + ", ".join(sorted(MIX_CATEGORIES)) + ") rows",
+            "mixed": "on-topic and blocked rows",
             "social": "social texts",
             "noise": "rows that noise changes",
         }
@@ -163,7 +164,7 @@ def _base(lang: str | None) -> str:
 
 
 def _mixable(row: Example) -> bool:
-    return not row.label and (row.category is None or row.category in MIX_CATEGORIES)
+    return not row.label and row.category not in MIX_EXCLUDED
 
 
 def _mixed(
