@@ -164,10 +164,10 @@ def test_presets_and_their_bad_names() -> None:
     assert (light.soup, light.multilingual_layers, light.multilingual_vocabulary) == (1, 8, 32_000)
     default = TrainConfig()
     assert (default.soup, default.multilingual_layers, default.multilingual_vocabulary) == (
-        2,
+        1,
         None,
-        None,
-    )  # the shipped recipe keeps the whole multilingual model
+        32_000,
+    )  # the shipped recipe keeps every layer of the multilingual model, not its vocabulary
     with pytest.raises(DataError, match="unknown preset 'quick'"):
         TrainConfig.from_preset("quick")
     with pytest.raises(DataError, match="unknown training setting"):
