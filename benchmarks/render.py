@@ -1,7 +1,8 @@
 """Render measured numbers into the documents: each block between
-``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md (and docs/*.md) is
-rewritten from ``results/NAME.json``, the ``--json`` output of a benchmark. Numbers in those
-blocks are never typed by hand.
+``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md and docs/*.md is
+rewritten from ``results/NAME.json``, the ``--json`` output of a benchmark (the ``summary``
+block from ``results/shipped.json`` and ``results/train_speed.json`` together). Numbers in
+those blocks are never typed by hand.
 
     python benchmarks/render.py [--check]   # --check: fail if a block is out of date
 """
@@ -88,21 +89,82 @@ def shipped(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+def summary(shipped: dict[str, Any], train_speed: dict[str, Any]) -> str:
+    """The README's one table: the first guard of ``results/shipped.json`` on the bundled
+    test file and the reference data, and the first run of ``results/train_speed.json``."""
+    evaluations = shipped["evaluations"]
+    guard = evaluations[0]["guard"]
+    by_data = {row["data"]: row for row in evaluations if row["guard"] == guard}
+    backend = evaluations[0].get("backend")
+    lines = [f"| | `{guard}`" + (f" ({backend})" if backend else "") + " |", "| --- | --- |"]
+    test = by_data.get("bundled test file")
+    if test:
+        m = test["metrics"]
+        langs = m.get("languages", {})
+        present = [lang for lang in LANGUAGES if lang in langs]
+        lines.append(
+            f"| bundled test file, {m['n']:,} rows: accuracy / F1 | "
+            f"{m['accuracy']:.3f} / {m['f1']:.3f} |"
+        )
+        if present:
+            lines.append(
+                "| its errors per language: "
+                + " / ".join(present)
+                + " | "
+                + " / ".join(
+                    f"{int(langs[lang]['errors']):,} of {int(langs[lang]['n']):,}"
+                    for lang in present
+                )
+                + " |"
+            )
+    reference = by_data.get("reference data")
+    if reference:
+        m = reference["metrics"]
+        lines.append(
+            f"| reference data, {m['n']:,} rows: F1 / false blocks / leaks | "
+            f"{m['f1']:.3f} / {m['false_block_rate']:.2%} / {m['leak_rate']:.2%} |"
+        )
+    run = next(iter(train_speed["runs"].values()))
+    lines.append(
+        f"| training wall time (`--preset {run['preset']}`, seed {run['seed']}, "
+        f"{train_speed['cpus']} CPU cores) | {run['minutes']:.1f} min |"
+    )
+    exported = "folder_mb_exported" in run
+    lines.append(
+        "| model folder" + (", with ONNX and int8" if exported else "") + " | "
+        f"{run.get('folder_mb_exported', run['folder_mb']):,.0f} MB |"
+    )
+    dates = " and ".join(sorted({shipped["date"], train_speed["date"]}))
+    lines += [
+        "",
+        f"Measured on {dates}, {shipped['cpus']} CPU cores, by:",
+        "```bash",
+        train_speed["command"],
+    ]
+    lines += [row["command"] for row in by_data.values()] + ["```"]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[..., str]] = {
     "shipped": shipped,
+    "summary": summary,
     "train_speed": train_speed,
 }
+# a block rendered from more than its own results/NAME.json
+SOURCES: dict[str, tuple[str, ...]] = {"summary": ("shipped", "train_speed")}
 
 
 def render(text: str, results: Path = RESULTS) -> str:
-    """``text`` with every results block rewritten from ``results/NAME.json``."""
+    """``text`` with every results block rewritten from its results JSON."""
 
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
-        source = results / f"{name}.json"
-        if name not in RENDERERS or not source.is_file():
-            raise SystemExit(f"error: no renderer or no {source} for block {name!r}")
-        body = RENDERERS[name](json.loads(source.read_text(encoding="utf-8")))
+        sources = [results / f"{source}.json" for source in SOURCES.get(name, (name,))]
+        missing = [source for source in sources if not source.is_file()]
+        if name not in RENDERERS or missing:
+            lacking = missing[0] if missing else "renderer"
+            raise SystemExit(f"error: no renderer or no {lacking} for block {name!r}")
+        body = RENDERERS[name](*(json.loads(path.read_text(encoding="utf-8")) for path in sources))
         return match.group(1) + body + match.group(4)
 
     return BLOCK.sub(replace, text)

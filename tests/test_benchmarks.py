@@ -163,3 +163,42 @@ def test_render_refuses_a_block_without_results(tmp_path: Path) -> None:
     document = "<!-- results:nothing -->\n<!-- /results:nothing -->\n"
     with pytest.raises(SystemExit, match="no renderer or no"):
         _load("render").render(document, results=tmp_path)
+
+
+def test_render_summary_takes_the_first_guard_and_the_first_training_run(tmp_path: Path) -> None:
+    """The README's one table: built from results/shipped.json and results/train_speed.json."""
+    langs = {"en": {"n": 1000, "errors": 30}, "zh": {"n": 400, "errors": 12}}
+    test = {"n": 1400, "accuracy": 0.97, "f1": 0.9712, "languages": langs}
+    reference = {"n": 2207, "f1": 0.9891, "false_block_rate": 0.0055, "leak_rate": 0.0212}
+    other = {"n": 1400, "accuracy": 0.5, "f1": 0.5, "languages": {}}
+    evaluations = [
+        {"guard": "runs/a", "data": "bundled test file", "command": "evaluate a test",
+         "backend": "onnx-int8", "metrics": test},
+        {"guard": "runs/a", "data": "reference data", "command": "evaluate a reference",
+         "metrics": reference},
+        {"guard": "runs/b", "data": "bundled test file", "command": "evaluate b", "metrics": other},
+    ]  # fmt: skip
+    run = {"preset": "default", "seed": 42, "minutes": 21.04, "folder_mb": 200.0,
+           "folder_mb_exported": 290.4}  # fmt: skip
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "shipped.json").write_text(
+        json.dumps({"date": "2026-12-08", "cpus": 2, "evaluations": evaluations})
+    )
+    (results / "train_speed.json").write_text(
+        json.dumps({"command": "train_speed.py --json", "date": "2026-12-08", "cpus": 2,
+                    "runs": {"default-42": run, "default-43": run | {"minutes": 99.0}}})
+    )  # fmt: skip
+    document = "intro\n<!-- results:summary -->\nstale\n<!-- /results:summary -->\nend\n"
+    rendered = _load("render").render(document, results=results)
+    assert "stale" not in rendered and rendered.endswith("<!-- /results:summary -->\nend\n")
+    assert "| `runs/a` (onnx-int8) |" in rendered
+    assert "| bundled test file, 1,400 rows: accuracy / F1 | 0.970 / 0.971 |" in rendered
+    assert "errors per language: en / zh | 30 of 1,000 / 12 of 400 |" in rendered
+    assert "| 0.989 / 0.55% / 2.12% |" in rendered
+    assert "(`--preset default`, seed 42, 2 CPU cores) | 21.0 min |" in rendered
+    assert "with ONNX and int8 | 290 MB |" in rendered
+    assert "runs/b" not in rendered and "99.0" not in rendered
+    assert "Measured on 2026-12-08, 2 CPU cores, by:" in rendered
+    assert "train_speed.py --json\nevaluate a test\nevaluate a reference\n```" in rendered
+    assert rendered == _load("render").render(rendered, results=results)  # idempotent
