@@ -251,9 +251,9 @@ def field_help(name: str) -> str:
 
 
 # Named recipes; a field a preset does not name keeps the TrainConfig default above, which
-# is the "default" preset: the guard that ships (see the README's "Training speed"). "light"
-# trains in about half the default's time but made more errors on the bundled test file,
-# most of them in the multilingual model's languages.
+# is the "default" preset: the guard that ships (docs/results.md, "Training speed"). "light"
+# cuts the multilingual model and its passes: quicker, but it made more errors on the bundled
+# test file, most of them in the multilingual model's languages.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # the multilingual model cut to 8 of its 12 layers (6 lost 20 of 661 non-English

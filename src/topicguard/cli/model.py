@@ -64,8 +64,9 @@ def train(
         str,
         typer.Option(
             help=f"training recipe: {', '.join(PRESETS)}. 'default' for the guard you ship, "
-            "'light' for one in about a sixth of the time (less accurate, most of all outside "
-            "English), 'fast' for iterating on data (a few minutes); options below override it"
+            "'light' for a quicker one with a smaller multilingual model (less accurate, most of "
+            "all outside English), 'fast' for iterating on data (a few minutes); options below "
+            "override it"
         ),
     ] = "default",
     epochs: Annotated[
