@@ -145,7 +145,73 @@ def summary(shipped: dict[str, Any], train_speed: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _measured_by(wrapped: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        f"Measured on {wrapped['date']}, {wrapped['cpus']} CPU cores, by `{wrapped['command']}`.",
+    ]
+
+
+def robustness(wrapped: dict[str, Any]) -> str:
+    """``benchmarks/robustness.py --json`` (in ``result``): the share of verdicts that flip
+    when test messages are combined, per check and language, beside the check's target."""
+    result = wrapped["result"]
+    checks = {
+        "attack": "a blocked message behind or before an on-topic sentence",
+        "greeting_thanks": "an on-topic message with a greeting or thanks",
+        "harmless_words": "a blocked message with a few harmless words",
+    }
+    lines = [
+        "| composition | flipped | target | " + " / ".join(LANGUAGES) + " |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, what in checks.items():
+        check = result[key]
+        overall = check["overall"]
+        per_lang = " / ".join(
+            f"{check['by_language'][lang]['flip_share']:.1%}"
+            if lang in check["by_language"]
+            else "-"
+            for lang in LANGUAGES
+        )
+        lines.append(
+            f"| {what} ({overall['counted']:,}) | {overall['flip_share']:.1%} | "
+            f"≤ {check['target']:.0%} | {per_lang} |"
+        )
+    return "\n".join(lines + _measured_by(wrapped)) + "\n"
+
+
+def conversations(wrapped: dict[str, Any]) -> str:
+    """``topicguard evaluate GUARD conversations.jsonl --json`` (in ``result``): per-turn
+    false blocks and leaks with and without context, overall and per language."""
+    result = wrapped["result"]
+    lines = [
+        f"{result['conversations']:,} conversations, {result['turns']:,} user turns; context let "
+        f"{result['context_used']:,} follow-ups through.",
+        "",
+        "| user turns judged | false blocks | leaks | false blocks / leaks: "
+        + " / ".join(LANGUAGES)
+        + " |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, what in (("without_context", "alone"), ("with_context", "with context")):
+        m = result[key]
+        langs = m.get("languages", {})
+        per_lang = " / ".join(
+            f"{langs[lang]['false_block_rate'] or 0:.1%}, {langs[lang]['leak_rate'] or 0:.1%}"
+            if lang in langs
+            else "-"
+            for lang in LANGUAGES
+        )
+        lines.append(
+            f"| {what} | {m['false_block_rate']:.1%} | {m['leak_rate']:.1%} | {per_lang} |"
+        )
+    return "\n".join(lines + _measured_by(wrapped)) + "\n"
+
+
 RENDERERS: dict[str, Callable[..., str]] = {
+    "conversations": conversations,
+    "robustness": robustness,
     "shipped": shipped,
     "summary": summary,
     "train_speed": train_speed,
