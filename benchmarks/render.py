@@ -181,6 +181,11 @@ def robustness(wrapped: dict[str, Any]) -> str:
     return "\n".join(lines + _measured_by(wrapped)) + "\n"
 
 
+def _share(value: float | None) -> str:
+    """A rate as a percentage; "-" where it has no rows to be a rate of."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def conversations(wrapped: dict[str, Any]) -> str:
     """``topicguard evaluate GUARD conversations.jsonl --json`` (in ``result``): per-turn
     false blocks and leaks with and without context, overall and per language."""
@@ -198,7 +203,7 @@ def conversations(wrapped: dict[str, Any]) -> str:
         m = result[key]
         langs = m.get("languages", {})
         per_lang = " / ".join(
-            f"{langs[lang]['false_block_rate'] or 0:.1%}, {langs[lang]['leak_rate'] or 0:.1%}"
+            f"{_share(langs[lang]['false_block_rate'])}, {_share(langs[lang]['leak_rate'])}"
             if lang in langs
             else "-"
             for lang in LANGUAGES

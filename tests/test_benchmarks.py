@@ -202,3 +202,34 @@ def test_render_summary_takes_the_first_guard_and_the_first_training_run(tmp_pat
     assert "Measured on 2026-12-08, 2 CPU cores, by:" in rendered
     assert "train_speed.py --json\nevaluate a test\nevaluate a reference\n```" in rendered
     assert rendered == _load("render").render(rendered, results=results)  # idempotent
+
+
+def test_render_robustness_and_conversations_tables(tmp_path: Path) -> None:
+    check = {
+        "target": 0.05,
+        "overall": {"counted": 1200, "flip_share": 0.174},
+        "by_language": {"en": {"flip_share": 0.1}, "zh": {"flip_share": 0.25}},
+    }
+    wrapped = {"command": "python benchmarks/robustness.py --json", "date": "2026-12-08", "cpus": 2}
+    results = tmp_path / "results"
+    results.mkdir()
+    robustness = {"attack": check, "greeting_thanks": check, "harmless_words": check}
+    (results / "robustness.json").write_text(json.dumps(wrapped | {"result": robustness}))
+    turns = {
+        "false_block_rate": 0.032,
+        "leak_rate": 0.081,
+        "languages": {"en": {"false_block_rate": 0.027, "leak_rate": None}},
+    }
+    conversation = {"conversations": 3, "turns": 9, "context_used": 2}
+    conversation |= {"with_context": turns, "without_context": turns}
+    (results / "conversations.json").write_text(json.dumps(wrapped | {"result": conversation}))
+    document = (
+        "<!-- results:robustness -->\nold\n<!-- /results:robustness -->\n"
+        "<!-- results:conversations -->\nold\n<!-- /results:conversations -->\n"
+    )
+    rendered = _load("render").render(document, results=results)
+    assert "old" not in rendered
+    assert "(1,200) | 17.4% | ≤ 5% | 10.0% / 25.0% / - / - / - |" in rendered
+    assert "3 conversations, 9 user turns; context let 2 follow-ups through." in rendered
+    assert "| with context | 3.2% | 8.1% | 2.7%, - / - / - / - / - |" in rendered
+    assert "by `python benchmarks/robustness.py --json`" in rendered
