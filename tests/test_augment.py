@@ -172,7 +172,9 @@ def test_too_few_source_rows_give_fewer_rows_and_one_line(
 ) -> None:
     # German whose only blocked row is a competitor question: nothing to mix with
     rows = [Example(text=f"wo ist mein Paket {i}", label=True, lang="de") for i in range(20)]
-    rows += [Example(text="was kostet DHL nach Wien", label=False, category="competitors", lang="de")]
+    rows += [
+        Example(text="was kostet DHL nach Wien", label=False, category="competitors", lang="de")
+    ]
     with caplog.at_level(logging.WARNING, logger="topicguard.augment"):
         made = augment(rows, seed=0, ratio=0.5)
     assert count_augmented(made)["mixed"] == 0 and 0 < len(made) < 10
