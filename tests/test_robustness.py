@@ -3,13 +3,12 @@ on the tiny guard."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from benchmark_scripts import load_benchmark as _load
 
 from topicguard.data import Example
 from topicguard.robustness import (
@@ -22,8 +21,6 @@ from topicguard.robustness import (
     join,
     measure,
 )
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 EXAMPLES = [
     Example("where is my parcel", True, lang="en"),
@@ -103,14 +100,6 @@ def test_measure_counts_flips_only_for_correct_originals() -> None:
     assert greeting["by_position"]["thanks_after"]["flips"] == 1
     assert greeting["by_language"]["zh"]["flip_share"] == 0
     assert set(attack["by_category"]) == {"(none)"}
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_robustness_benchmark_runs_on_the_tiny_guard(

@@ -472,16 +472,22 @@ def bench(
                 )
 
 
+Host = Annotated[str, typer.Option(help="address to listen on")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="port")]
+BackendName = Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")]
+Threads = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(min=1, help="CPU threads for inference"),
+]
+
+
 @app.command()
 def serve(
     model: ModelDir,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
-    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
-    threads: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="CPU threads for inference"),
-    ] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    backend: BackendName = "auto",
+    threads: Threads = None,
     api_key: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -561,13 +567,10 @@ def proxy(
             help="the OpenAI-compatible LLM server to guard, e.g. http://localhost:8080/v1"
         ),
     ],
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
-    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
-    threads: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="CPU threads for inference"),
-    ] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    backend: BackendName = "auto",
+    threads: Threads = None,
     api_key: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
