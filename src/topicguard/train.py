@@ -133,7 +133,8 @@ class TrainConfig:
         default="auto",
         metadata={
             "help": "arithmetic of the training steps: bf16 (mixed precision: weights and "
-            "optimizer stay fp32, matrix products in bfloat16, about 2x faster) or fp32; "
+            "optimizer stay fp32, matrix products in bfloat16: an epoch of e5 1.55x faster "
+            "at batch 32) or fp32; "
             "auto: bf16 where the CPU multiplies bfloat16 natively (AMX or AVX512-BF16), "
             "else fp32. Validation, calibration and the saved weights are always fp32"
         },
