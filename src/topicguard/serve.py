@@ -275,25 +275,7 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 return error(
                     413, f"text {i + 1} has {len(text)} characters: at most {config.max_chars}"
                 )
-        if not state["ready"]:
-            return error(503, "the model is still loading")
-        try:
-            verdicts = await asyncio.wait_for(
-                state["batcher"].classify(texts), config.request_timeout_s
-            )
-        except asyncio.TimeoutError:
-            return error(
-                503, f"no answer within {config.request_timeout_s} s: the guard is overloaded"
-            )
-        _observe(verdicts, started)
-        return JSONResponse(
-            {
-                "results": [
-                    {k: val for k, val in v.to_dict().items() if k != "text"} for v in verdicts
-                ],
-                "model": str(config.model_dir.name),
-            }
-        )
+        return await _answer(lambda batcher: batcher.classify(texts), started)
 
     async def _classify_messages(messages: list[dict[str, Any]], started: float) -> Any:
         from topicguard.conversations import user_texts
@@ -311,19 +293,28 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 return error(
                     413, f"a user message has {len(text)} characters: at most {config.max_chars}"
                 )
+
+        async def one(batcher: Any) -> list[Any]:
+            return [await batcher.classify_conversation(messages)]
+
+        return await _answer(one, started)
+
+    async def _answer(judge: Any, started: float) -> Any:
+        """The verdicts of ``judge(batcher)`` as the classify response (text left out),
+        or a 503 while the model loads or when the guard is too busy to answer in time."""
         if not state["ready"]:
             return error(503, "the model is still loading")
         try:
-            verdict = await asyncio.wait_for(
-                state["batcher"].classify_conversation(messages), config.request_timeout_s
-            )
+            verdicts = await asyncio.wait_for(judge(state["batcher"]), config.request_timeout_s)
         except asyncio.TimeoutError:
             return error(
                 503, f"no answer within {config.request_timeout_s} s: the guard is overloaded"
             )
-        _observe([verdict], started)
-        result = {k: v for k, v in verdict.to_dict().items() if k != "text"}
-        return JSONResponse({"results": [result], "model": str(config.model_dir.name)})
+        _observe(verdicts, started)
+        results = [
+            {k: v for k, v in verdict.to_dict().items() if k != "text"} for verdict in verdicts
+        ]
+        return JSONResponse({"results": results, "model": str(config.model_dir.name)})
 
     def _observe(verdicts: list[Any], started: float) -> None:
         """Count the verdicts and queue them for the decision log (never waits)."""
