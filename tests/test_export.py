@@ -75,6 +75,13 @@ def test_an_int8_export_keeps_only_the_int8_graph_unless_asked(guard_copy: Path)
     assert TopicGuard.load(guard_copy, backend="onnx").backend_name == "onnx"
 
 
+def test_keep_fp32_without_int8_is_one_clear_line(guard_copy: Path) -> None:
+    result = CliRunner().invoke(app, ["export", str(guard_copy), "--keep-fp32"])
+    assert result.exit_code != 0 and "--keep-fp32 goes with --int8" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (guard_copy / "onnx").exists()
+
+
 def test_int8_below_the_agreement_bar_fails_and_leaves_nothing(
     guard_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

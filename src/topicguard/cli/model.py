@@ -387,6 +387,8 @@ def export(
     with clean_errors():
         from topicguard.export import FP32_ATOL, export_guard
 
+        if keep_fp32 and not int8:
+            raise usage_error("--keep-fp32 goes with --int8 (without it the fp32 graph is all)")
         for report in export_guard(model, int8=int8, keep_fp32=keep_fp32):
             kept = "" if report.fp32_kept else " (checked, then removed: --keep-fp32 keeps it)"
             typer.echo(
