@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_MODEL ?= runs/demo
 EXAMPLE := src/topicguard/examples/logistics
-REFERENCE := ../shared/data/reference/rev_guardrail_r1.xlsx
+# The reference project's spreadsheets, when this checkout sits beside them: export verifies
+# on them and the benchmarks and tests read them from this setting.
+export TOPICGUARD_REFERENCE_DATA ?= $(abspath ../shared/data/reference)
+REFERENCE := $(TOPICGUARD_REFERENCE_DATA)/rev_guardrail_r1.xlsx
 
 .PHONY: demo test lint install clean llm-server
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+REFERENCE_DIR = Path(
+    os.environ.get("TOPICGUARD_REFERENCE_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+)
 
 ON_TOPIC = [
     "Where is my parcel? Tracking SB1234567890",

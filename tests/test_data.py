@@ -165,3 +165,16 @@ def test_reads_the_reference_spreadsheet_as_the_reference_does() -> None:
     reviewed = read_dataset(path, label_column="r1_review_extracted")
     assert Counter(e.label for e in generator) == {True: 1236, False: 972}
     assert Counter(e.label for e in reviewed) == {True: 1265, False: 942}  # NaN row dropped
+
+
+def test_reference_data_is_a_setting_not_a_path_beside_the_package(tmp_path, monkeypatch):
+    from topicguard.data import REFERENCE_DATA_ENV, REFERENCE_FILE, reference_data
+
+    monkeypatch.delenv(REFERENCE_DATA_ENV, raising=False)
+    assert reference_data() is None
+    monkeypatch.setenv(REFERENCE_DATA_ENV, str(tmp_path))
+    assert reference_data() is None  # the folder is there, the spreadsheet is not
+    (tmp_path / REFERENCE_FILE).write_bytes(b"")
+    assert reference_data() == tmp_path / REFERENCE_FILE
+    assert reference_data(tmp_path / REFERENCE_FILE) == tmp_path / REFERENCE_FILE
+    assert reference_data(tmp_path / "missing.xlsx") is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import unicodedata
 from collections import defaultdict
@@ -30,6 +31,7 @@ __all__ = [
     "read_datasets",
     "read_rows",
     "read_texts",
+    "reference_data",
     "write_jsonl",
 ]
 
@@ -40,6 +42,11 @@ LABEL_COLUMNS = ("label", "is_relevant")
 OPTIONAL_COLUMNS = ("category", "lang", "source")
 _TRUE = {"true", "1", "1.0", "yes", "y", "t"}
 _FALSE = {"false", "0", "0.0", "no", "n", "f"}
+
+# Where the reference project's spreadsheets are: a setting, never a path relative to the
+# installed package (a pip-installed topicguard has no checkout around it).
+REFERENCE_DATA_ENV = "TOPICGUARD_REFERENCE_DATA"
+REFERENCE_FILE = "rev_guardrail_r1.xlsx"
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,19 @@ def read_texts(path: str | Path) -> list[str]:
     if not texts:
         raise DataError(f"{path}: no texts to classify")
     return texts
+
+
+def reference_data(path: str | Path | None = None) -> Path | None:
+    """The reference project's reviewed queries (``rev_guardrail_r1.xlsx``): ``path`` or else
+    ``$TOPICGUARD_REFERENCE_DATA``, each a folder holding the file or the file itself; None
+    when neither is set or the file is not there."""
+    chosen = path if path is not None else os.environ.get(REFERENCE_DATA_ENV)
+    if not chosen:
+        return None
+    candidate = Path(chosen)
+    if candidate.is_dir():
+        candidate = candidate / REFERENCE_FILE
+    return candidate if candidate.is_file() else None
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -334,15 +334,14 @@ def _is_ffn_down_projection(node_name: str) -> bool:
 
 
 def check_texts(limit: int = 2500) -> list[str]:
-    """Texts to verify an export on: the reference queries if present, then the bundled
-    test split (every language it holds)."""
-    from topicguard.data import read_dataset
+    """Texts to verify an export on: the reference queries when ``$TOPICGUARD_REFERENCE_DATA``
+    points at them, then the bundled test split (every language it holds)."""
+    from topicguard.data import read_dataset, reference_data
     from topicguard.spec import bundled_example, load_spec
 
     texts = []
-    reference = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference"
-    path = reference / "rev_guardrail_r1.xlsx"
-    if path.is_file():
+    path = reference_data()
+    if path is not None:
         texts += [e.text for e in read_dataset(path)]
     spec = load_spec(bundled_example())
     texts += [e.text for p in spec.test_paths() for e in read_dataset(p)]
