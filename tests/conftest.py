@@ -121,7 +121,7 @@ def tiny_guard(
     """A guard trained from the tiny BERT on the small dataset (fast; not accurate)."""
     from topicguard.data import read_dataset
     from topicguard.spec import bundled_example, load_spec
-    from topicguard.train import TrainConfig, train
+    from topicguard.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("guards") / "tiny"
     config = TrainConfig(

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import topicguard.train
+import topicguard.augment
+import topicguard.training.guard
 from topicguard import DataError
 from topicguard.augment import (
     KINDS,
@@ -32,7 +33,7 @@ from topicguard.augment import (
 from topicguard.cli import app
 from topicguard.data import Example, normalize_text, read_dataset
 from topicguard.spec import bundled_example, load_spec
-from topicguard.train import TrainConfig, train, train_multilingual
+from topicguard.training import TrainConfig, train, train_multilingual
 
 FAST = settings(max_examples=60, deadline=None)
 HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -215,7 +216,7 @@ def test_train_cli_passes_the_augment_options(
         seen.append(config)
         raise DataError("stopped before training")
 
-    monkeypatch.setattr(topicguard.train, "train_guard", fake_train_guard)
+    monkeypatch.setattr(topicguard.training.guard, "train_guard", fake_train_guard)
     result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "m"), *args])
     assert "stopped before training" in result.stderr
     assert (seen[0].augment, seen[0].augment_ratio) == expected
@@ -234,7 +235,7 @@ def test_training_augments_its_training_rows_only(
 ) -> None:
     rows = _plain(small_rows)
     train_rows, validation = rows[:6] + rows[8:14], rows[6:8] + rows[14:]
-    real = topicguard.train.augment
+    real = topicguard.augment.augment
     # a validation row that augmentation would make, but for case and punctuation
     planted = real(train_rows, seed=42, ratio=1.0)[0]
     validation.append(Example(text=planted.text.upper() + " !", label=planted.label))
@@ -246,7 +247,7 @@ def test_training_augments_its_training_rows_only(
         calls.append((list(rows), made))
         return made
 
-    monkeypatch.setattr(topicguard.train, "augment", spy)
+    monkeypatch.setattr(topicguard.augment, "augment", spy)
     config = TrainConfig(
         base_model=str(tiny_bert),
         epochs=1,
@@ -295,7 +296,7 @@ def test_the_multilingual_model_gets_its_languages_augmented_rows_repeated(
     def fake_train(examples: Any, out_dir: Any, config: Any, **kwargs: Any) -> Any:
         calls.append((list(examples), kwargs))
 
-    monkeypatch.setattr(topicguard.train, "train", fake_train)
+    monkeypatch.setattr(topicguard.training.guard, "train", fake_train)
     config = TrainConfig(multilingual_repeat=2, augment_ratio=0.5, validation_size=0.2)
     train_multilingual(rows, "unused", config, languages=["zh"], spec=load_spec(bundled_example()))
     ((examples, kwargs),) = calls

@@ -12,7 +12,7 @@ from topicguard import ModelError, TopicGuard
 from topicguard.cli import app
 from topicguard.data import read_dataset
 from topicguard.export import export_onnx
-from topicguard.train import TrainConfig, train
+from topicguard.training import TrainConfig, train
 
 TEXTS = [
     "where is my parcel",

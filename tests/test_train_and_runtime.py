@@ -9,7 +9,7 @@ import pytest
 
 from topicguard import DataError, ModelError, TopicGuard, Verdict
 from topicguard.data import read_dataset
-from topicguard.train import TrainConfig, train
+from topicguard.training import TrainConfig, train
 
 from conftest import write_rows
 
@@ -94,13 +94,13 @@ def test_training_refuses_to_overwrite_and_one_class_data(
 def test_mean_weights_average_floats_and_keep_the_rest() -> None:
     import torch
 
-    from topicguard.train import _add_weights, _mean_weights
+    from topicguard.training.averaging import add_weights, mean_weights
 
     first = {"w": torch.tensor([1.0, 2.0]), "ids": torch.tensor([0, 1])}
     second = {"w": torch.tensor([3.0, 6.0]), "ids": torch.tensor([5, 5])}
-    total = _add_weights(_add_weights({}, first), second)
+    total = add_weights(add_weights({}, first), second)
     assert first["w"].tolist() == [1.0, 2.0]  # the sum never aliases a model's own tensors
-    mean = _mean_weights(total, 2, second)
+    mean = mean_weights(total, 2, second)
     assert mean["w"].tolist() == [2.0, 4.0]
     assert mean["ids"].tolist() == [5, 5]  # integer buffers are not averaged
 
@@ -298,7 +298,7 @@ def test_bf16_training_saves_a_plain_fp32_folder(
 def test_precision_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from topicguard.train import resolve_precision
+    from topicguard.training import resolve_precision
 
     assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)

@@ -24,6 +24,9 @@ __all__ = [
     "run_app",
 ]
 
+# Where `serve` and `proxy` listen unless told: this machine only.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 1_000_000  # one request body, in bytes: larger ones get 413
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

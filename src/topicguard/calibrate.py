@@ -7,7 +7,7 @@ parameter, keeps the ranking, stable on a few hundred rows). The threshold is th
 the calibrated scores for one of four objectives:
 
 - ``accuracy`` (default): the cut-off nearest 0.5 whose accuracy is within one standard error
-  of the best one (see :func:`topicguard.metrics.choose_threshold`);
+  of the best one (see :func:`topicguard.metrics.accuracy_threshold`);
 - ``max_f1``: the best F1 (on topic is positive), ties nearest 0.5;
 - ``cost``: the fewest ``cost_ratio * false blocks + leaks``: a false block costs
   ``cost_ratio`` leaks;
@@ -24,7 +24,6 @@ the calibrated scores for one of four objectives:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -35,9 +34,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from topicguard._exceptions import DataError
-from topicguard._io import atomic_write_text
-from topicguard.metrics import calibration_error, compute_metrics
-from topicguard.metrics import choose_threshold as accuracy_threshold
+from topicguard.folder import GuardMetadata
+from topicguard.metrics import accuracy_threshold, calibration_error, compute_metrics, sigmoid
 
 if TYPE_CHECKING:
     from topicguard.data import Example
@@ -117,12 +115,6 @@ class Objective:
         if self.kind == "max_f1":
             return "best F1"
         return "best accuracy (within one standard error, nearest 0.5)"
-
-
-def sigmoid(x: Any) -> Any:
-    """Logistic function, stable for large ``|x|``."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -x))
 
 
 def fit_temperature(
@@ -248,7 +240,7 @@ def calibrate(
     """Recalibrate a trained guard and rewrite its metadata; one result per model (a routed
     guard has two). With ``examples``, each model is fitted on the rows routed to it; without,
     on the validation scores stored at training time."""
-    from topicguard.runtime import METADATA_FILE, TopicGuard, read_metadata
+    from topicguard.runtime import TopicGuard
 
     model_dir = Path(model_dir)
     guard = TopicGuard.load(model_dir, backend=backend, warm_up=False)
@@ -262,11 +254,11 @@ def calibrate(
         jobs = [(guard, [e for e, r in zip(rows, routed, strict=True) if not r])]
         if guard.multilingual is not None:
             jobs.append((guard.multilingual, [e for e, r in zip(rows, routed, strict=True) if r]))
-    fitted: list[tuple[Path, dict[str, Any], Calibration]] = []
+    fitted: list[tuple[Path, GuardMetadata, Calibration]] = []
     for model, subset in jobs:
-        metadata = read_metadata(model.path)
+        metadata = GuardMetadata.read(model.path)
         if subset is None:
-            stored = (metadata.get("calibration") or {}).get("validation")
+            stored = metadata.calibration.get("validation")
             if not stored:
                 raise DataError(
                     f"{model.path} keeps no validation scores (trained by an older version): "
@@ -287,16 +279,14 @@ def calibrate(
             margins = model.margins([e.text for e in subset])
             source = "topicguard calibrate"
         calibration = fit_calibration(labels, margins, objective)
-        previous = metadata.get("calibration") or {}
-        metadata["threshold"] = calibration.threshold
-        metadata["threshold_objective"] = calibration.objective
-        metadata["calibration"] = calibration.to_dict() | {"data": source}
-        if "validation" in previous:
-            metadata["calibration"]["validation"] = previous["validation"]
+        stored_point = calibration.to_dict() | {"data": source}
+        if "validation" in metadata.calibration:
+            stored_point["validation"] = metadata.calibration["validation"]
+        metadata = metadata.with_calibration(stored_point, objective=calibration.objective)
         fitted.append((model.path, metadata, calibration))
     # written only once every model has been fitted: a failure leaves the guard as it was
     for path, metadata, _ in fitted:
-        atomic_write_text(path / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False))
+        metadata.write(path)
     return [calibration for _, _, calibration in fitted]
 
 

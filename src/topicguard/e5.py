@@ -104,7 +104,7 @@ def convert(source: Path, out: Path) -> None:
     missing = [k for k in missing if "position_ids" not in k]
     if missing or unexpected:
         raise ModelError(f"{source}: unexpected layout (missing {missing}, extra {unexpected})")
-    from topicguard.models import quiet_transformers
+    from topicguard._hf import quiet_transformers
 
     with quiet_transformers():
         model.save_pretrained(out, safe_serialization=True)

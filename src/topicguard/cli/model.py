@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from topicguard._http import DEFAULT_HOST, DEFAULT_PORT
 from topicguard.cli._common import (
     DEFAULTS,
     CostRatio,
@@ -24,10 +25,10 @@ from topicguard.cli._common import (
     usage_error,
 )
 from topicguard.decisions import DEFAULT_BACKUPS, DEFAULT_MAX_MB
-from topicguard.train import PRESETS, TrainConfig
-from topicguard.train import field_help as _field_help
-
-BENCH_FILE = "bench.json"  # `bench` leaves its result here; `evaluate --report` shows it
+from topicguard.proxy import ProxyConfig
+from topicguard.serve import ServeConfig
+from topicguard.training import PRESETS, TrainConfig
+from topicguard.training import field_help as _field_help
 
 
 def _default(name: str) -> str:
@@ -54,7 +55,7 @@ def train(
     ] = None,
     base_model: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="encoder to fine-tune: Hugging Face id or local folder"),
+        typer.Option(help=_field_help("base_model")),
     ] = None,
     out: Annotated[
         Optional[Path],  # noqa: UP045
@@ -71,7 +72,7 @@ def train(
     ] = "default",
     epochs: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="passes over the data" + _default("epochs")),
+        typer.Option(min=1, help=_field_help("epochs") + _default("epochs")),
     ] = None,
     average_last: Annotated[
         Optional[int],  # noqa: UP045
@@ -83,41 +84,39 @@ def train(
     ] = None,
     seed: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="random seed" + _default("seed")),
+        typer.Option(help=_field_help("seed") + _default("seed")),
     ] = None,
     learning_rate: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option(min=0.0, help="peak learning rate" + _default("learning_rate")),
+        typer.Option(min=0.0, help=_field_help("learning_rate") + _default("learning_rate")),
     ] = None,
     batch_size: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="training batch size" + _default("batch_size")),
+        typer.Option(min=1, help=_field_help("batch_size") + _default("batch_size")),
     ] = None,
     max_length: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(min=8, help="tokens per text" + _default("max_length")),
+        typer.Option(min=8, help=_field_help("max_length") + _default("max_length")),
     ] = None,
     validation_size: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option(help="share held out for validation" + _default("validation_size")),
+        typer.Option(help=_field_help("validation_size") + _default("validation_size")),
     ] = None,
     label_column: LabelColumn = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing model folder")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="run model code from the hub")] = False,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help=_field_help("trust_remote_code"))
+    ] = DEFAULTS.trust_remote_code,
     fast_languages: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
-            help="comma-separated languages the base model serves; the spec's other languages "
-            "go to a second model fine-tuned from multilingual-e5-small"
-            + _default("fast_languages")
+            help="comma-separated " + _field_help("fast_languages") + _default("fast_languages")
         ),
     ] = None,
     multilingual_repeat: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
-            min=1,
-            help="times the multilingual model sees each training row in a language only it "
-            "serves" + _default("multilingual_repeat"),
+            min=1, help=_field_help("multilingual_repeat") + _default("multilingual_repeat")
         ),
     ] = None,
     multilingual_layers: Annotated[
@@ -157,21 +156,16 @@ def train(
     """Fine-tune an encoder into a guard. With no arguments: the bundled logistics example."""
     with clean_errors():
         from topicguard.calibrate import Objective
-        from topicguard.data import read_datasets
-        from topicguard.models import DEFAULT_BASE_MODEL
         from topicguard.spec import bundled_example, load_spec
-        from topicguard.train import train_guard
+        from topicguard.training import train_spec
 
         objective = Objective.from_options(
             target_false_block=target_false_block, max_f1=max_f1, cost_ratio=cost_ratio
         )
         guard_spec = load_spec(spec or bundled_example())
-        paths = list(data) if data else guard_spec.train_paths()
-        if not paths:
-            raise usage_error(f"{guard_spec.source_path} lists no training data: pass --data FILE")
         config = TrainConfig.from_preset(
             preset,
-            base_model=base_model or guard_spec.base_model or DEFAULT_BASE_MODEL,
+            base_model=base_model,
             epochs=epochs,
             average_last=average_last,
             soup=soup,
@@ -196,23 +190,14 @@ def train(
             augment_ratio=augment_ratio,
         )
         config.validate()
-        examples = read_datasets(paths, label_column=label_column)
-        out_dir = out or Path("runs") / guard_spec.name
-        logger.info(
-            "training a guard for %s on %d queries from %s (preset %s)",
-            ", ".join(guard_spec.languages),
-            len(examples),
-            ", ".join(str(p) for p in paths),
-            preset,
-        )
-        result = train_guard(
-            examples,
-            out_dir,
+        result = train_spec(
+            guard_spec,
             config,
-            spec=guard_spec,
+            data=data or (),
+            out_dir=out,
             overwrite=overwrite,
-            data_files=[str(p) for p in paths],
             objective=objective,
+            label_column=label_column,
         )
         minutes = sum(result.timings.values()) / 60
         if result.multilingual is not None:
@@ -296,13 +281,14 @@ def evaluate(
         evaluation = run_evaluation(guard, examples)
         summary = evaluation.to_dict()
         if report is not None:
+            from topicguard.folder import read_bench
             from topicguard.report import write_report
 
             write_report(
                 evaluation,
                 report,
                 title=f"{model.name} on {', '.join(p.name for p in data)}",
-                bench=_saved_bench(model),
+                bench=read_bench(model),
             )
             logger.info("report written to %s", report)
         if as_json:
@@ -429,9 +415,10 @@ def bench(
     """Latency (p50/p95/p99) and throughput of each backend and of transformers.pipeline."""
     with clean_errors():
         from topicguard.bench import benchmark
-        from topicguard.runtime import BACKENDS, read_metadata
+        from topicguard.folder import GuardMetadata
+        from topicguard.runtime import BACKENDS
 
-        read_metadata(model)
+        GuardMetadata.read(model)
         for name in backend or []:
             if name not in BACKENDS[1:]:
                 raise usage_error(f"unknown backend {name!r}: use torch, onnx or onnx-int8")
@@ -443,12 +430,9 @@ def bench(
             second_opinion=second_opinion,
         )
         if save:
-            from topicguard._io import atomic_write_text
+            from topicguard.folder import write_bench
 
-            try:
-                atomic_write_text(model / BENCH_FILE, json.dumps(result, indent=2) + "\n")
-            except OSError as exc:  # a read-only model folder still gets its numbers printed
-                logger.warning("could not save %s: %s", model / BENCH_FILE, exc)
+            write_bench(model, result)
         if as_json:
             typer.echo(json.dumps(result))
             return
@@ -486,8 +470,8 @@ Threads = Annotated[
 @app.command()
 def serve(
     model: ModelDir,
-    host: Host = "127.0.0.1",
-    port: Port = 8000,
+    host: Host = DEFAULT_HOST,
+    port: Port = DEFAULT_PORT,
     backend: BackendName = "auto",
     threads: Threads = None,
     api_key: Annotated[
@@ -498,8 +482,12 @@ def serve(
             help="require 'Authorization: Bearer KEY' (better: set the variable)",
         ),
     ] = None,
-    max_texts: Annotated[int, typer.Option(min=1, help="texts per request")] = 64,
-    max_chars: Annotated[int, typer.Option(min=1, help="characters per text")] = 4000,
+    max_texts: Annotated[
+        int, typer.Option(min=1, help="texts per request")
+    ] = ServeConfig.max_texts,
+    max_chars: Annotated[
+        int, typer.Option(min=1, help="characters per text")
+    ] = ServeConfig.max_chars,
     second_opinion: SecondOpinion = True,
     log: LogFile = None,
     log_texts: LogTexts = False,
@@ -569,8 +557,8 @@ def proxy(
             help="the OpenAI-compatible LLM server to guard, e.g. http://localhost:8080/v1"
         ),
     ],
-    host: Host = "127.0.0.1",
-    port: Port = 8000,
+    host: Host = DEFAULT_HOST,
+    port: Port = DEFAULT_PORT,
     backend: BackendName = "auto",
     threads: Threads = None,
     api_key: Annotated[
@@ -592,7 +580,7 @@ def proxy(
     upstream_timeout: Annotated[
         float,
         typer.Option(min=0.1, help="seconds for the upstream's answer (streams: between chunks)"),
-    ] = 120.0,
+    ] = ProxyConfig.upstream_timeout_s,
     spec: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(exists=True, dir_okay=False, help="guard.yaml whose refusal texts to use"),
@@ -649,13 +637,14 @@ def _evaluate_conversations(
     evaluation = evaluate_conversations(guard, conversations)
     summary = evaluation.to_dict()
     if report is not None:
+        from topicguard.folder import read_bench
         from topicguard.report import write_report
 
         write_report(
             evaluation.with_context,
             report,
             title=f"{model.name} on {', '.join(p.name for p in paths)} (user turns, with context)",
-            bench=_saved_bench(model),
+            bench=read_bench(model),
         )
         logger.info("report written to %s", report)
     if as_json:
@@ -696,19 +685,6 @@ def _print_context_languages(summary: dict[str, Any]) -> None:
             f"{rate(group['leak_rate'])} ({rate(alone['leak_rate'])})",
         )
     Console().print(table)
-
-
-def _saved_bench(model: Path) -> dict[str, Any] | None:
-    """The latency figures `bench` left in the model folder, if any (and readable)."""
-    path = model / BENCH_FILE
-    if not path.is_file():
-        return None
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        logger.warning("ignoring %s: %s", path, exc)
-        return None
-    return result if isinstance(result, dict) and "backends" in result else None
 
 
 def _print_calibration(calibration: Any, objective: Any, data: str) -> None:
