@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from topicguard import ModelError, TopicGuard
 from topicguard.cli import app
 from topicguard.data import Example
+from topicguard.folder import METADATA_FILE, MULTILINGUAL_DIR
 from topicguard.languages import LanguageDetector, unknown_share
 from topicguard.leakage import split_examples
-from topicguard.folder import METADATA_FILE, MULTILINGUAL_DIR
 from topicguard.spec import GuardSpec, bundled_example, load_spec
 from topicguard.training import TrainConfig, train_guard
 

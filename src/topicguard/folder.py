@@ -32,9 +32,9 @@ from topicguard._io import atomic_write_text
 __all__ = [
     "BENCH_FILE",
     "FORMAT_VERSION",
+    "GuardMetadata",
     "METADATA_FILE",
     "MULTILINGUAL_DIR",
-    "GuardMetadata",
     "Routing",
     "multilingual_path",
     "onnx_file",
@@ -147,6 +147,12 @@ class GuardMetadata:
     def temperature(self) -> float:
         """The calibration temperature the logit margin is divided by (1: uncalibrated)."""
         return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        """The spec the guard was trained for, as recorded (None when it has none)."""
+        spec = self.details.get("spec")
+        return spec if isinstance(spec, dict) else None
 
     @property
     def allowed_label(self) -> str:

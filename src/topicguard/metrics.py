@@ -15,8 +15,8 @@ import numpy as np
 
 __all__ = [
     "HEADLINE_METRICS",
-    "calibration_error",
     "accuracy_threshold",
+    "calibration_error",
     "compute_metrics",
     "reliability_bins",
     "sigmoid",

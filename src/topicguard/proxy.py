@@ -130,7 +130,8 @@ def upstream_base(url: str) -> str:
 
 def guard_spec(guard: Any) -> GuardSpec | None:
     """The spec a guard was trained for, as its folder records it (None when it has none)."""
-    raw = (getattr(guard, "metadata", None) or {}).get("spec")
+    metadata = getattr(guard, "metadata", None)
+    raw = metadata.spec if metadata is not None else None
     if not raw:
         return None
     try:

@@ -27,7 +27,7 @@ from topicguard.llm import LLMClient, LLMSettings, ModeCallback, extract_json, s
 from topicguard.spec import GuardSpec
 from topicguard.templates import render
 
-__all__ = ["ReviewSummary", "Verdict", "build_messages", "parse_verdict", "review_rows"]
+__all__ = ["JudgeAnswer", "ReviewSummary", "build_messages", "parse_verdict", "review_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ _WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
 _REFUSALS_BEFORE_ANSWER = 2
 
 
-class Verdict(BaseModel):
+class JudgeAnswer(BaseModel):
     """The judge's answer: short reasoning, then whether the chatbot should answer."""
 
     reasoning: str = Field(default="", description="one or two sentences")
@@ -159,7 +159,7 @@ async def _review(
             for sample in range(votes):
                 try:
                     completion = await client.complete(
-                        messages, schema=Verdict, temperature=temperature, sample=sample
+                        messages, schema=JudgeAnswer, temperature=temperature, sample=sample
                     )
                 except LLMError as exc:
                     check.failed(exc)  # raises when the run must stop

@@ -145,27 +145,8 @@ def train(
         len(val_rows),
     )
     given_rows = [e for e in train_rows if not is_augmented(e)]
-    record = {
-        "training": asdict(config) | {"freeze_embeddings": freeze, "precision": tuning.precision},
-        "best_epoch": kept.best_epoch,
-        "averaged_epochs": kept.averaged_epochs,
-        "runs": config.soup,
-        "best_run": kept.best_run,
-        "history": kept.history,
-        "train_seconds": round(kept.seconds, 2),
-        "timings": {k: round(v, 2) for k, v in tuning.clock.timings.items()},
-        "tokens_per_epoch": sum(tuning.lengths),
-        "data": {
-            "fingerprint": data_fingerprint(given_rows),
-            "files": [str(f) for f in data_files],
-            "n_train": len(given_rows),
-            # rows augmentation added to the training rows, by kind (repeats included)
-            "augmented": count_augmented(train_rows),
-            "n_validation": len(val_rows),
-        },
-        "metrics": {"validation": calibration.metrics},
-        "spec": spec.model_dump(mode="json") if spec else None,
-    }
+    record = _record(tuning, kept, freeze, train_rows, len(val_rows), data_files, spec)
+    record["metrics"] = {"validation": calibration.metrics}
     metadata = _metadata(calibration, served, tuning, config, spec, routing, record)
     _save(tuning, metadata, out_dir, overwrite=overwrite, include=include)
     return TrainResult(
@@ -388,6 +369,42 @@ def _calibrate(
     calibration = fit_calibration(labels[served], margins[served], objective)
     tuning.clock.lap("calibrate")
     return calibration, (margins[served], labels[served])
+
+
+def _record(
+    tuning: FineTuning,
+    kept: _Kept,
+    freeze: bool,
+    train_rows: list[Example],
+    n_validation: int,
+    data_files: Sequence[str],
+    spec: GuardSpec | None,
+) -> dict[str, Any]:
+    """How the model was trained, for ``topicguard.json``: the config, the history, the
+    timings and a fingerprint of the data."""
+    given_rows = [e for e in train_rows if not is_augmented(e)]
+    return {
+        "training": asdict(tuning.config)
+        | {"freeze_embeddings": freeze, "precision": tuning.precision},
+        "best_epoch": kept.best_epoch,
+        "averaged_epochs": kept.averaged_epochs,
+        "runs": tuning.config.soup,
+        "best_run": kept.best_run,
+        "history": kept.history,
+        "train_seconds": round(kept.seconds, 2),
+        "timings": {k: round(v, 2) for k, v in tuning.clock.timings.items()},
+        "tokens_per_epoch": sum(tuning.lengths),
+        "data": {
+            "fingerprint": data_fingerprint(given_rows),
+            "files": [str(f) for f in data_files],
+            "n_train": len(given_rows),
+            # rows augmentation added to the training rows, by kind (repeats included)
+            "augmented": count_augmented(train_rows),
+            "n_validation": n_validation,
+        },
+        "metrics": {},
+        "spec": spec.model_dump(mode="json") if spec else None,
+    }
 
 
 def _metadata(
