@@ -54,7 +54,7 @@ class Benchmark:
 
 
 def _flag(name: str, value: Any) -> list[str]:
-    return [] if value is None else [name, str(value)]
+    return [] if value is None else [name, f"{value:g}" if isinstance(value, float) else str(value)]
 
 
 def from_root(path: Path) -> str:
