@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import _common
@@ -27,12 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from topicguard import TopicGuard, TopicGuardError
-    from topicguard.data import read_dataset, reference_data
+    from topicguard.data import read_dataset
     from topicguard.evaluate import evaluate
 
     datasets = [("bundled test file", TEST, None, "")]
-    reference = reference_data(args.reference)
-    if reference is not None:
+    try:
+        reference = _common.reference_file(args.reference)
+    except _common.MissingReference as exc:
+        print(f"the bundled test file only: {exc}", file=sys.stderr)
+    else:
         column = _common.REFERENCE_LABEL
         datasets.append(("reference data", reference, column, f" --label-column {column}"))
     rows = []
