@@ -9,7 +9,7 @@ EXAMPLE := src/topicguard/examples/logistics
 export TOPICGUARD_REFERENCE_DATA ?= $(abspath ../shared/data/reference)
 REFERENCE := $(TOPICGUARD_REFERENCE_DATA)/rev_guardrail_r1.xlsx
 
-.PHONY: demo test lint install clean llm-server
+.PHONY: demo test lint install clean llm-server results results-training render
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,30 @@ $(LLM_STAMP):
 	touch $@
 
 llm-server: $(LLM_STAMP)
+
+# Measured numbers are generated, never typed: `make results` runs the benchmarks on a trained
+# guard (MODEL; shipped.py evaluates GUARDS) with --json into $(RESULTS)/*.json, then renders
+# $(DOCS)/results.md and the README's table from them. Benchmarks that need the reference data
+# are skipped, with the reason in their table, when it is not there. RESULTS_FLAGS passes
+# options to benchmarks/results.py (e.g. --only bench load, or --limit 200 for a quick look).
+MODEL ?= $(DEMO_MODEL)
+GUARDS ?= $(MODEL)
+RESULTS ?= results
+DOCS ?= docs
+README ?= README.md
+RESULTS_FLAGS ?=
+RESULTS_ARGS = --results $(RESULTS) --docs $(DOCS) --readme $(README) $(RESULTS_FLAGS)
+
+results: install
+	$(BIN)/python benchmarks/results.py --model $(MODEL) --guards $(GUARDS) $(RESULTS_ARGS)
+
+# The long ones (an hour or more on 2 cores): the training profile and checkpoint averaging.
+results-training: install
+	$(BIN)/python benchmarks/results.py --training $(RESULTS_ARGS)
+
+# Re-render the documents from the results already there.
+render: install
+	$(BIN)/python benchmarks/render.py --results $(RESULTS) --docs $(DOCS) --readme $(README)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -8,49 +8,41 @@ are evaluated on the bundled English test rows and on all 2,207 reviewed referen
 (a different team's data: the closer test of how a guard meets unseen writing), and the
 verdicts of the two seeds are compared: fewer changed verdicts = a steadier recipe.
 
-    python benchmarks/averaging.py [--seeds 42 43] [--json]
+    python benchmarks/averaging.py [--seeds 42 43] [--reference FILE] [--limit N] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import tempfile
 from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+import _common
 
 
 def main(argv: list[str] | None = None) -> int:
     from topicguard.train import TrainConfig
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", type=Path, default=REFERENCE / "rev_guardrail_r1.xlsx")
+    parser = _common.parser(__doc__, "reference", "base-model", "limit")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
-    parser.add_argument("--base-model", default=defaults.base_model)
-    parser.add_argument("--limit", type=int, default=None, help="rows per dataset (a quick look)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+    _common.quiet_logging(args.json)
 
     from topicguard import TopicGuard, TopicGuardError
-    from topicguard.data import read_dataset, read_datasets
     from topicguard.evaluate import evaluate
-    from topicguard.spec import bundled_example, load_spec
     from topicguard.train import train
 
     rules = {"best_epoch": 1, "averaged": defaults.average_last}
     results: dict[str, dict[str, object]] = {rule: {} for rule in rules}
     verdicts: dict[str, list[list[bool]]] = {rule: [] for rule in rules}
     try:
-        spec = load_spec(bundled_example())
-        english = [e for e in read_datasets(spec.train_paths()) if e.lang in (None, "en")]
+        english = _common.bundled("train", english_only=True)
         test_sets = {
-            "bundled_test": [e for e in read_datasets(spec.test_paths()) if e.lang in (None, "en")],
-            "reference": read_dataset(args.reference, label_column="r1_review_extracted"),
+            "bundled_test": _common.bundled("test", english_only=True),
+            "reference": _common.read_reference(args.reference),
         }
         if args.limit:
             english = english[:: max(len(english) // args.limit, 1)]
@@ -80,9 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[rule][str(seed)] = row
                     verdicts[rule].append(seen)
                     logging.info("seed %d, %s: %s", seed, rule, row)
-    except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (TopicGuardError, _common.MissingReference) as exc:
+        return _common.failed(exc)
     for rule, runs in verdicts.items():
         changed = [sum(a != b for a, b in zip(runs[0], run, strict=True)) for run in runs[1:]]
         results[rule]["verdicts_changed_between_seeds"] = changed

@@ -17,7 +17,8 @@ rate that came out on test), single-query p50 latency, and training time.
 Tasks: ``reference`` (the reference data, leakage-aware 80/20 split) and ``cross`` (train
 on the bundled English data, test on all reviewed reference rows).
 
-    python benchmarks/compare.py [--task reference|cross|both] [--limit N] [--json]
+    python benchmarks/compare.py [--task reference|cross|both] [--reference FILE] [--limit N]
+        [--json]
 """
 
 from __future__ import annotations
@@ -25,16 +26,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import _common
 import numpy as np
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
 TARGET_FALSE_BLOCK = 0.01
 LATENCY_QUERIES = 200
 
@@ -42,18 +42,10 @@ Scorer = Callable[[list[str]], np.ndarray]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from topicguard.train import TrainConfig
-
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", type=Path, default=REFERENCE / "rev_guardrail_r1.xlsx")
+    parser = _common.parser(__doc__, "reference", "base-model", "epochs", "limit")
     parser.add_argument("--task", choices=["reference", "cross", "both"], default="both")
-    parser.add_argument("--base-model", default=defaults.base_model)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--limit", type=int, default=None, help="rows per dataset (smoke runs)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+    _common.quiet_logging(args.json)
 
     from topicguard import TopicGuardError
 
@@ -62,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             name: _compare(train_rows, test_rows, args) for name, (train_rows, test_rows) in tasks
         }
-    except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (TopicGuardError, _common.MissingReference) as exc:
+        return _common.failed(exc)
     if args.json:
         print(json.dumps(results))
         return 0
@@ -85,28 +76,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _tasks(args: argparse.Namespace) -> list[tuple[str, tuple[list[Any], list[Any]]]]:
-    from topicguard.data import read_dataset, read_datasets
     from topicguard.leakage import split_examples
-    from topicguard.spec import bundled_example, load_spec
 
-    reference = read_dataset(args.reference, label_column="r1_review_extracted")
+    reference = _common.sample(_common.read_reference(args.reference), args.limit)
     tasks = []
     if args.task in ("reference", "both"):
-        rows = _limit(reference, args.limit)
-        train_rows, test_rows = split_examples(rows, test_size=0.2, seed=42)
+        train_rows, test_rows = split_examples(reference, test_size=0.2, seed=42)
         tasks.append(("reference", (train_rows, test_rows)))
     if args.task in ("cross", "both"):
-        spec = load_spec(bundled_example())
-        bundled = [e for e in read_datasets(spec.train_paths()) if e.lang in (None, "en")]
-        tasks.append(("cross", (_limit(bundled, args.limit), _limit(reference, args.limit))))
+        bundled = _common.bundled("train", english_only=True)
+        tasks.append(("cross", (_common.sample(bundled, args.limit), reference)))
     return tasks
-
-
-def _limit(rows: list[Any], limit: int | None) -> list[Any]:
-    if limit is None or limit >= len(rows):
-        return rows
-    step = len(rows) / limit
-    return [rows[int(i * step)] for i in range(limit)]
 
 
 def _compare(train_rows: list[Any], test_rows: list[Any], args: argparse.Namespace) -> dict:

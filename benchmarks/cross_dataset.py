@@ -9,38 +9,29 @@ in another style:
 - reference -> bundled: train on all reviewed reference rows, evaluate on the bundled
   example's held-out English test rows.
 
-    python benchmarks/cross_dataset.py [--base-model ID|PATH] [--json]
+    python benchmarks/cross_dataset.py [--base-model ID|PATH] [--reference FILE] [--limit N]
+        [--json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import tempfile
 from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+import _common
 
 
 def main(argv: list[str] | None = None) -> int:
     from topicguard.train import TrainConfig
 
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", type=Path, default=REFERENCE / "rev_guardrail_r1.xlsx")
-    parser.add_argument("--base-model", default=defaults.base_model)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser = _common.parser(__doc__, "reference", "base-model", "epochs", "seed", "limit")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+    _common.quiet_logging(args.json)
 
     from topicguard import TopicGuard, TopicGuardError
-    from topicguard.data import read_dataset, read_datasets
     from topicguard.evaluate import evaluate
-    from topicguard.spec import bundled_example, load_spec
     from topicguard.train import train
 
     config = TrainConfig(
@@ -48,11 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # one run, as the README's table was measured (train's default: 2)
     results = {}
     try:
-        spec = load_spec(bundled_example())
         # the reference is English: compare with the bundled English rows, the fast model's
-        bundled_train = [e for e in read_datasets(spec.train_paths()) if e.lang in (None, "en")]
-        bundled_test = [e for e in read_datasets(spec.test_paths()) if e.lang in (None, "en")]
-        reference = read_dataset(args.reference, label_column="r1_review_extracted")
+        bundled_train = _common.sample(_common.bundled("train", english_only=True), args.limit)
+        bundled_test = _common.sample(_common.bundled("test", english_only=True), args.limit)
+        reference = _common.sample(_common.read_reference(args.reference), args.limit)
         directions = {
             "bundled_to_reference": (bundled_train, reference),
             "reference_to_bundled": (reference, bundled_test),
@@ -77,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                         for e in evaluation.errors()[:5]
                     ],
                 }
-    except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (TopicGuardError, _common.MissingReference) as exc:
+        return _common.failed(exc)
     if args.json:
         print(json.dumps({"base_model": args.base_model, "directions": results}))
         return 0

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
+
 CASES = [("allowed", False), ("allowed", True), ("blocked", False), ("blocked", True)]
 STREAM_CHUNKS = 8
 
@@ -191,12 +193,11 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--model", type=Path, default=Path("runs/demo"))
     parser.add_argument("--requests", type=int, default=200, help="per case and route")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="the fake LLM's delay")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--fake-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fake_upstream is not None:  # the fake LLM's own process
@@ -214,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         guard = TopicGuard.load(args.model, backend=args.backend)
     except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _common.failed(exc)
     pool = benchmark_texts()
     verdicts = guard.classify(pool)
     texts = {

@@ -7,7 +7,8 @@ ModernBERT-base and reports weighted F1 0.991. This script does the same with an
 final evaluation: the checkpoint and threshold are chosen on validation rows carved out of
 the 80%.
 
-    python benchmarks/reference.py [--split random|clustered] [--base-model ID|PATH] [--json]
+    python benchmarks/reference.py [--split random|clustered] [--base-model ID|PATH]
+        [--reference FILE] [--limit N] [--json]
 
 ``--split clustered`` keeps near-duplicate clusters on one side of the 80/20 split, so the
 score measures generalisation to new phrasings rather than memory of paraphrases.
@@ -15,27 +16,20 @@ score measures generalisation to new phrasings rather than memory of paraphrases
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 import tempfile
 from pathlib import Path
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+import _common
 
 
 def main(argv: list[str] | None = None) -> int:
     from topicguard.train import TrainConfig
 
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REFERENCE / "rev_guardrail_r1.xlsx")
-    parser.add_argument("--label-column", default="r1_review_extracted")
-    parser.add_argument("--base-model", default=defaults.base_model)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser = _common.parser(__doc__, "reference", "base-model", "epochs", "seed", "limit")
+    parser.add_argument("--label-column", default=_common.REFERENCE_LABEL)
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig().learning_rate)
     parser.add_argument(
         "--split",
         choices=("random", "clustered"),
@@ -43,9 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         help="random: the reference's own split; clustered: near-duplicates kept on one side",
     )
     parser.add_argument("--out", type=Path, help="keep the trained model here")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+    _common.quiet_logging(args.json)
 
     from sklearn.model_selection import train_test_split
 
@@ -56,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from topicguard.train import train
 
     try:
-        examples = read_dataset(args.data, label_column=args.label_column)
+        data = _common.reference_file(args.reference)
+        examples = _common.sample(read_dataset(data, label_column=args.label_column), args.limit)
         if args.split == "random":
             train_rows, test_rows = train_test_split(examples, test_size=0.2, random_state=42)
         else:
@@ -70,11 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = args.out or Path(tmp) / "guard"
-            result = train(train_rows, out, config, data_files=[str(args.data)])
+            result = train(train_rows, out, config, data_files=[str(data)])
             metrics = evaluate(TopicGuard.load(out), test_rows).metrics
-    except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (TopicGuardError, _common.MissingReference) as exc:
+        return _common.failed(exc)
     summary = {
         "f1_weighted": round(metrics["f1_weighted"], 4),
         "f1": round(metrics["f1"], 4),

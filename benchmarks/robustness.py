@@ -11,18 +11,18 @@ the compositions live in :mod:`topicguard.robustness`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import _common
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--model", type=Path, required=True, help="a trained guard folder")
     parser.add_argument(
         "--data", type=Path, nargs="+", help="labelled test files (default: the spec's test paths)"
@@ -31,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="a seeded sample of at most N test messages")
     parser.add_argument("--seed", type=int, default=42, help="seed of the sample and sentences")
     parser.add_argument("--backend", default="auto", help="auto, torch, onnx or onnx-int8")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
     from topicguard import TopicGuard, TopicGuardError
@@ -51,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda texts: [v.allowed for v in guard.classify(texts)], examples, seed=args.seed
         )
     except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _common.failed(exc)
     result = {
         "model": str(args.model),
         "backend": guard.backend_name,

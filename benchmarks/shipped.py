@@ -3,6 +3,9 @@ is present, the reference project's reviewed data, as ``topicguard evaluate --js
 them, into one JSON object (``results/shipped.json``, rendered by ``benchmarks/render.py``).
 
     python benchmarks/shipped.py GUARD... [--reference FILE] > results/shipped.json
+
+Without reference data (``--reference`` or ``$TOPICGUARD_REFERENCE_DATA``), only the bundled
+test file.
 """
 
 from __future__ import annotations
@@ -11,30 +14,31 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
-REFERENCE = Path(
-    os.environ.get("TOPICGUARD_REFERENCE_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
-)
-TEST = "src/topicguard/examples/logistics/test.jsonl"
+import _common
+
+TEST = _common.ROOT / "src/topicguard/examples/logistics/test.jsonl"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("guards", nargs="+", type=Path)
-    parser.add_argument("--reference", type=Path, default=REFERENCE / "rev_guardrail_r1.xlsx")
+    parser.add_argument("--reference", type=Path, help=_common.REFERENCE_HELP)
     args = parser.parse_args(argv)
 
     from topicguard import TopicGuard, TopicGuardError
     from topicguard.data import read_dataset
     from topicguard.evaluate import evaluate
 
-    datasets = [("bundled test file", Path(TEST), None, "")]
-    if args.reference.is_file():
-        column = "r1_review_extracted"
-        datasets.append(("reference data", args.reference, column, f" --label-column {column}"))
+    datasets = [("bundled test file", TEST, None, "")]
+    try:
+        reference = _common.reference_file(args.reference)
+    except _common.MissingReference as exc:
+        print(f"the bundled test file only: {exc}", file=sys.stderr)
+    else:
+        column = _common.REFERENCE_LABEL
+        datasets.append(("reference data", reference, column, f" --label-column {column}"))
     rows = []
     try:
         for guard_dir in args.guards:
@@ -46,15 +50,14 @@ def main(argv: list[str] | None = None) -> int:
                         "guard": str(guard_dir),
                         "data": name,
                         "command": f"topicguard evaluate {guard_dir} "
-                        f"{os.path.relpath(path)}{flags} --json",
+                        f"{_common.shown(path)}{flags} --json",
                         "backend": guard.backend_name,
                         "metrics": metrics,
                     }
                 )
     except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "evaluations": rows}
+        return _common.failed(exc)
+    result = {"date": _common.today(), "cpus": os.cpu_count(), "evaluations": rows}
     print(json.dumps(result, indent=2))
     return 0
 

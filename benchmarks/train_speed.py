@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import _common
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,15 +42,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="override TrainConfig fields, e.g. multilingual_layers=8")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(message)s")
+    _common.quiet_logging(args.json)
 
     from topicguard import TopicGuardError
 
     try:
         result = run(args)
     except TopicGuardError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _common.failed(exc)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides = dict(_parse_override(item) for item in args.set)
     result: dict[str, Any] = {
         "command": "python benchmarks/train_speed.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
+        "date": _common.today(),
         "cpus": os.cpu_count(),
+        "machine": _common.machine(),
         "machine_ms": round(machine_ms(), 2),
         "n_rows": len(examples),
         "overrides": overrides,

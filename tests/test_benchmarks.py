@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from benchmark_scripts import load_benchmark as _load
 
-from conftest import requires_reference
+from conftest import REFERENCE_DIR, requires_reference
+
+
+@pytest.fixture(autouse=True)
+def _reference_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks find the reference data through its setting, as `make` exports it."""
+    if "TOPICGUARD_REFERENCE_DATA" not in os.environ:
+        monkeypatch.setenv("TOPICGUARD_REFERENCE_DATA", str(REFERENCE_DIR))
 
 
 @requires_reference()

@@ -1,0 +1,312 @@
+"""The tables of a trained guard's measurements that ``benchmarks/render.py`` writes into the
+documents, one function per results block (those of the benchmarks that train are in
+``benchmarks/_recipe_tables.py``). Each takes the records of its ``results/*.json`` files
+(``command``, ``date``, ``cpus``, maybe ``machine``, and ``result``: what the benchmark printed
+with ``--json``), ``None`` for an optional one that is absent, and returns the Markdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LANGUAGES = ["en", "zh", "es", "de", "fr"]
+Record = dict[str, Any]
+
+
+def measured_by(record: Record) -> list[str]:
+    """The closing line of a table: when, on how many cores, by which command."""
+    return ["", f"Measured on {machine_line(record)}, by `{record['command']}`."]
+
+
+def machine_line(record: Record) -> str:
+    cpu = (record.get("machine") or {}).get("cpu")
+    return f"{record['date']}, {record['cpus']} CPU cores" + (f" ({cpu})" if cpu else "")
+
+
+def _share(value: float | None, digits: int = 1) -> str:
+    """A rate as a percentage; "-" where it has no rows to be a rate of."""
+    return "-" if value is None else f"{value:.{digits}%}"
+
+
+def shipped(record: Record) -> str:
+    """The guards on the bundled test file and the reference data: ``results/shipped.json``
+    holds ``topicguard evaluate --json`` per guard and dataset."""
+    lines = [
+        "| guard | data | rows | F1 | false blocks | leaks | errors: "
+        + " / ".join(LANGUAGES)
+        + " |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    evaluations = record["result"]["evaluations"]
+    for row in evaluations:
+        m = row["metrics"]
+        langs = m.get("languages", {})
+        errors = " / ".join(
+            f"{int(langs[lang]['errors'])} of {int(langs[lang]['n'])}" if lang in langs else "-"
+            for lang in LANGUAGES
+        )
+        lines.append(
+            f"| {row['guard']} | {row['data']} | {m['n']:,} | {m['f1']:.4f} | "
+            f"{m['false_block_rate']:.2%} | {m['leak_rate']:.2%} | {errors} |"
+        )
+    lines += ["", f"Measured on {machine_line(record)}, by:", "```bash"]
+    lines += [row["command"] for row in evaluations] + ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def _f1(on_topic: float, false_blocks: float, leaks: float) -> float | None:
+    """F1 of the on-topic class from a group's counts (``evaluate --json`` gives counts per
+    language, not F1)."""
+    allowed_right = on_topic - false_blocks
+    denominator = 2 * allowed_right + false_blocks + leaks
+    return None if denominator == 0 else 2 * allowed_right / denominator
+
+
+def languages(record: Record) -> str:
+    """The first guard of ``results/shipped.json`` on the bundled test file, per language:
+    its ``evaluate --json`` object's ``languages``."""
+    evaluations = record["result"]["evaluations"]
+    test = next(row for row in evaluations if row["data"] == "bundled test file")
+    m = test["metrics"]
+    lines = [
+        f"`{test['guard']}`" + (f" ({test['backend']})" if test.get("backend") else "") + ":",
+        "",
+        "| language | test rows | accuracy | F1 | false blocks | leaks |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    groups = m.get("languages", {})
+    for lang in [
+        *(lang for lang in LANGUAGES if lang in groups),
+        *sorted(set(groups) - set(LANGUAGES)),
+    ]:
+        group = groups[lang]
+        f1 = _f1(group["on_topic"], group["false_blocks"], group["leaks"])
+        lines.append(
+            f"| {lang} | {int(group['n']):,} | {group['accuracy']:.3f} | "
+            f"{'-' if f1 is None else f'{f1:.3f}'} | "
+            f"{_share(group['false_block_rate'], 2)} ({int(group['false_blocks'])} of "
+            f"{int(group['on_topic'])}) | {_share(group['leak_rate'], 2)} |"
+        )
+    share = m.get("second_opinion_share")
+    lines.append(
+        f"| all{f' (second opinion on {share:.1%})' if share is not None else ''} | "
+        f"{m['n']:,} | {m['accuracy']:.3f} | {m['f1']:.3f} | {m['false_block_rate']:.2%} | "
+        f"{m['leak_rate']:.2%} |"
+    )
+    lines += ["", f"Measured on {machine_line(record)}, by `{test['command']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _speed(shipped: Record, bench: Record) -> tuple[str, str] | None:
+    """The README's speed row: the shipped guard's backend against the pipeline, p50."""
+    backends = bench["result"]["backends"]
+    if "pipeline" not in backends or len(backends) < 2:
+        return None
+    name = shipped["result"]["evaluations"][0].get("backend")
+    if name not in backends:
+        name = min((b for b in backends if b != "pipeline"), key=lambda b: backends[b]["p50_ms"])
+    ours, pipeline = backends[name]["p50_ms"], backends["pipeline"]["p50_ms"]
+    return (
+        f"| speed, one English query at a time: p50 of {name} / `transformers.pipeline` | "
+        f"{ours:.2f} ms / {pipeline:.2f} ms ({pipeline / ours:.1f}x) |",
+        bench["command"],
+    )
+
+
+def summary(shipped: Record, train_speed: Record | None = None, bench: Record | None = None) -> str:
+    """The README's one table: the first guard of ``results/shipped.json`` on the bundled
+    test file and the reference data, its speed from ``results/bench.json`` and the first run
+    of ``results/train_speed.json``."""
+    evaluations = shipped["result"]["evaluations"]
+    guard = evaluations[0]["guard"]
+    by_data = {row["data"]: row for row in evaluations if row["guard"] == guard}
+    backend = evaluations[0].get("backend")
+    lines = [f"| | `{guard}`" + (f" ({backend})" if backend else "") + " |", "| --- | --- |"]
+    test = by_data.get("bundled test file")
+    if test:
+        m = test["metrics"]
+        langs = m.get("languages", {})
+        present = [lang for lang in LANGUAGES if lang in langs]
+        lines.append(
+            f"| bundled test file, {m['n']:,} rows: accuracy / F1 | "
+            f"{m['accuracy']:.3f} / {m['f1']:.3f} |"
+        )
+        if present:
+            lines.append(
+                "| its errors per language: "
+                + " / ".join(present)
+                + " | "
+                + " / ".join(
+                    f"{int(langs[lang]['errors']):,} of {int(langs[lang]['n']):,}"
+                    for lang in present
+                )
+                + " |"
+            )
+    reference = by_data.get("reference data")
+    if reference:
+        m = reference["metrics"]
+        lines.append(
+            f"| reference data, {m['n']:,} rows: F1 / false blocks / leaks | "
+            f"{m['f1']:.3f} / {m['false_block_rate']:.2%} / {m['leak_rate']:.2%} |"
+        )
+    commands, records = [], [shipped]
+    speed = _speed(shipped, bench) if bench else None
+    if speed:
+        lines.append(speed[0])
+        records.append(bench)  # type: ignore[arg-type]
+    if train_speed:
+        run = next(iter(train_speed["result"]["runs"].values()))
+        lines.append(
+            f"| training wall time (`--preset {run['preset']}`, seed {run['seed']}, "
+            f"{train_speed['cpus']} CPU cores) | {run['minutes']:.1f} min |"
+        )
+        exported = "folder_mb_exported" in run
+        lines.append(
+            "| model folder" + (", with ONNX and int8" if exported else "") + " | "
+            f"{run.get('folder_mb_exported', run['folder_mb']):,.0f} MB |"
+        )
+        commands.append(train_speed["command"])
+        records.append(train_speed)
+    dates = " and ".join(sorted({record["date"] for record in records}))
+    lines += ["", f"Measured on {dates}, {shipped['cpus']} CPU cores, by:", "```bash"]
+    lines += commands + [row["command"] for row in by_data.values()]
+    lines += ([speed[1]] if speed else []) + ["```"]
+    return "\n".join(lines) + "\n"
+
+
+BACKEND_NAMES = {
+    "pipeline": "`transformers.pipeline` (reference path)",
+    "torch": "PyTorch (`--backend torch`)",
+    "onnx": "ONNX fp32",
+    "onnx-int8": "ONNX int8",
+}
+
+
+def bench(record: Record) -> str:
+    """``topicguard bench MODEL --json``: each backend, then the routed guard per language."""
+    result = record["result"]
+    threads = f"{result['threads']} thread{'' if result['threads'] == 1 else 's'}"
+    lines = [
+        f"`{result['model']}`: {result['n_single']:,} English queries one at a time, then "
+        f"{result['n_batch']:,} in batches of {result['batch_size']}, {threads}, second "
+        f"opinion {'on' if result.get('second_opinion') else 'off'}.",
+        "",
+        "| backend (English queries) | p50 ms | p95 ms | p99 ms | queries/s (batches) "
+        "| speed-up (p50) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in result["backends"].items():
+        speedup = row.get("speedup_vs_pipeline")
+        lines.append(
+            f"| {BACKEND_NAMES.get(name, name)} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {row['throughput_qps']:,.0f} | "
+            f"{'-' if speedup is None else f'{speedup:.1f}x'} |"
+        )
+    if result.get("languages"):
+        langs = result["languages"]
+        lines += [
+            "",
+            "| routed guard, one query at a time | " + " | ".join(langs) + " |",
+            "| --- |" + " --- |" * len(langs),
+            "| p50 ms | " + " | ".join(f"{row['p50_ms']:.2f}" for row in langs.values()) + " |",
+            "| p99 ms | " + " | ".join(f"{row['p99_ms']:.1f}" for row in langs.values()) + " |",
+        ]
+    return "\n".join(lines + measured_by(record)) + "\n"
+
+
+def load(record: Record) -> str:
+    """``benchmarks/load.py``: ``topicguard serve`` on loopback under concurrent clients."""
+    r = record["result"]
+    lines = [
+        "| clients | seconds | requests | requests/s | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {r['clients']} | {r['seconds']:g} | {r['requests']:,} | "
+        f"{r['requests_per_second']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+        f"{r['errors']:,} |",
+    ]
+    return "\n".join(lines + measured_by(record)) + "\n"
+
+
+def proxy(record: Record) -> str:
+    """``benchmarks/proxy.py --json``: a chat request straight to a fake LLM and through
+    ``topicguard proxy``, per case."""
+    r = record["result"]
+    lines = [
+        f"`{r['model']}` ({r['backend']}), a fake LLM answering after "
+        f"{r['upstream_delay_ms']:g} ms, {r['requests']:,} requests a case; the guard's own "
+        f"p50 {r['guard_p50_ms']:.2f} ms; {r['verdict_mismatches']} verdicts differed between "
+        "the guard and the proxy.",
+        "",
+        "| case | direct p50 ms | through the proxy p50 ms | added p50 / p99 ms "
+        "| guard in the proxy p50 ms | proxy overhead p50 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind in ("allowed", "blocked"):
+        for mode in ("json", "stream"):
+            row = r[kind][mode]
+            if row is None:
+                lines.append(f"| {kind}, {mode} | no text judged {kind} | | | | |")
+                continue
+            lines.append(
+                f"| {kind}, {mode} | {row['direct_p50_ms']:.2f} | {row['proxy_p50_ms']:.2f} | "
+                f"{row['added_p50_ms']:.2f} / {row['added_p99_ms']:.2f} | "
+                f"{row['guard_in_proxy_p50_ms']:.2f} | {row['overhead_p50_ms']:.2f} |"
+            )
+    return "\n".join(lines + measured_by(record)) + "\n"
+
+
+def robustness(record: Record) -> str:
+    """``benchmarks/robustness.py --json``: the share of verdicts that flip when test
+    messages are combined, per check and language, beside the check's target."""
+    result = record["result"]
+    checks = {
+        "attack": "a blocked message behind or before an on-topic sentence",
+        "greeting_thanks": "an on-topic message with a greeting or thanks",
+        "harmless_words": "a blocked message with a few harmless words",
+    }
+    lines = [
+        "| composition | flipped | target | " + " / ".join(LANGUAGES) + " |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, what in checks.items():
+        check = result[key]
+        overall = check["overall"]
+        per_lang = " / ".join(
+            f"{check['by_language'][lang]['flip_share']:.1%}"
+            if lang in check["by_language"] and check["by_language"][lang]["flip_share"] is not None
+            else "-"
+            for lang in LANGUAGES
+        )
+        lines.append(
+            f"| {what} ({overall['counted']:,}) | {_share(overall['flip_share'])} | "
+            f"≤ {check['target']:.0%} | {per_lang} |"
+        )
+    return "\n".join(lines + measured_by(record)) + "\n"
+
+
+def conversations(record: Record) -> str:
+    """``topicguard evaluate GUARD conversations.jsonl --json``: per-turn false blocks and
+    leaks with and without context, overall and per language."""
+    result = record["result"]
+    lines = [
+        f"{result['conversations']:,} conversations, {result['turns']:,} user turns; context let "
+        f"{result['context_used']:,} follow-ups through.",
+        "",
+        "| user turns judged | false blocks | leaks | false blocks / leaks: "
+        + " / ".join(LANGUAGES)
+        + " |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, what in (("without_context", "alone"), ("with_context", "with context")):
+        m = result[key]
+        langs = m.get("languages", {})
+        per_lang = " / ".join(
+            f"{_share(langs[lang]['false_block_rate'])}, {_share(langs[lang]['leak_rate'])}"
+            if lang in langs
+            else "-"
+            for lang in LANGUAGES
+        )
+        lines.append(
+            f"| {what} | {_share(m['false_block_rate'])} | {_share(m['leak_rate'])} | {per_lang} |"
+        )
+    return "\n".join(lines + measured_by(record)) + "\n"
