@@ -45,7 +45,7 @@ def parser(doc: str | None, *options: str) -> argparse.ArgumentParser:
     if "model" in options:
         parsed.add_argument("model", type=Path, help="a trained guard folder")
     if {"base-model", "epochs", "seed"} & set(options):
-        from topicguard.train import TrainConfig
+        from topicguard.training import TrainConfig
 
         defaults = TrainConfig()
         if "base-model" in options:

@@ -23,7 +23,7 @@ import _common
 
 
 def main(argv: list[str] | None = None) -> int:
-    from topicguard.train import TrainConfig
+    from topicguard.training import TrainConfig
 
     defaults = TrainConfig()
     parser = _common.parser(__doc__, "reference", "base-model", "limit")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from topicguard import TopicGuard, TopicGuardError
     from topicguard.evaluate import evaluate
-    from topicguard.train import train
+    from topicguard.training import train
 
     rules = {"best_epoch": 1, "averaged": defaults.average_last}
     results: dict[str, dict[str, object]] = {rule: {} for rule in rules}

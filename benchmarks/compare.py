@@ -91,7 +91,7 @@ def _tasks(args: argparse.Namespace) -> list[tuple[str, tuple[list[Any], list[An
 
 def _compare(train_rows: list[Any], test_rows: list[Any], args: argparse.Namespace) -> dict:
     from topicguard.leakage import split_examples
-    from topicguard.train import TrainConfig
+    from topicguard.training import TrainConfig
 
     # the same validation rows that `train` holds out, for every method
     # one fine-tuning run, as the README's tables were measured (train's default: 2)
@@ -230,7 +230,7 @@ def _fine_tuned(
 ) -> dict[str, Any]:
     from topicguard import TopicGuard
     from topicguard.export import export_onnx
-    from topicguard.train import train
+    from topicguard.training import train
 
     logging.info("fine_tuned ...")
     result = train(train_rows, tmp / "guard", config)

@@ -24,7 +24,7 @@ import _common
 
 
 def main(argv: list[str] | None = None) -> int:
-    from topicguard.train import TrainConfig
+    from topicguard.training import TrainConfig
 
     parser = _common.parser(__doc__, "reference", "base-model", "epochs", "seed", "limit")
     args = parser.parse_args(argv)
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from topicguard import TopicGuard, TopicGuardError
     from topicguard.evaluate import evaluate
-    from topicguard.train import train
+    from topicguard.training import train
 
     config = TrainConfig(
         base_model=args.base_model, epochs=args.epochs, seed=args.seed, soup=1

@@ -25,7 +25,7 @@ import _common
 
 
 def main(argv: list[str] | None = None) -> int:
-    from topicguard.train import TrainConfig
+    from topicguard.training import TrainConfig
 
     parser = _common.parser(__doc__, "reference", "base-model", "epochs", "seed", "limit")
     parser.add_argument("--label-column", default=_common.REFERENCE_LABEL)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from topicguard.data import read_dataset
     from topicguard.evaluate import evaluate
     from topicguard.leakage import split_examples
-    from topicguard.train import train
+    from topicguard.training import train
 
     try:
         data = _common.reference_file(args.reference)

@@ -27,7 +27,7 @@ import _common
 
 
 def main(argv: list[str] | None = None) -> int:
-    from topicguard.train import PRESETS
+    from topicguard.training import PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["default"], choices=list(PRESETS))
@@ -100,7 +100,7 @@ def one_run(
     args: argparse.Namespace,
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
-    from topicguard.train import TrainConfig, train_guard, train_multilingual
+    from topicguard.training import TrainConfig, train_guard, train_multilingual
 
     config = TrainConfig.from_preset(
         preset, seed=seed, base_model=args.base_model or spec.base_model, **overrides

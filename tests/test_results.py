@@ -60,7 +60,7 @@ def test_reference_file_reads_the_setting_and_says_how_to_set_it(
 
 
 def test_parser_takes_the_training_defaults_from_the_config() -> None:
-    from topicguard.train import TrainConfig
+    from topicguard.training import TrainConfig
 
     parser = _load("_common").parser("A benchmark.\n\nMore.", "model", "base-model", "limit")
     args = parser.parse_args(["runs/x", "--json"])

@@ -18,7 +18,7 @@ be told apart and counted (:func:`count_augmented`):
   (with the optional OpenCC tables: ``pip install 'topicguard[augment]'``).
 
 Pure Python and seeded: the same rows, seed and ratio give the same new rows. Pass training
-rows only; :mod:`topicguard.train` calls :func:`augment` after the validation split.
+rows only; :mod:`topicguard.training` calls :func:`augment` after the validation split.
 """
 
 from __future__ import annotations
