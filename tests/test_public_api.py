@@ -29,6 +29,7 @@ PUBLIC = {
         "TorchBackend",
         "Verdict",
     ],
+    "topicguard.verdict": ["Verdict"],
     "topicguard.folder": [
         "BENCH_FILE",
         "FORMAT_VERSION",
@@ -121,10 +122,12 @@ def test_public_names_are_pinned(module: str) -> None:
 
 def test_there_is_one_verdict() -> None:
     """``Verdict`` is the guard's decision; the LLM judge's answer has its own name."""
+    import topicguard.runtime
     from topicguard import Verdict
     from topicguard.review import JudgeAnswer
 
-    assert Verdict.__module__ == "topicguard.runtime"
+    assert Verdict.__module__ == "topicguard.verdict"
+    assert topicguard.runtime.Verdict is Verdict
     assert JudgeAnswer.__name__ != Verdict.__name__
 
 

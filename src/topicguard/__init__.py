@@ -24,7 +24,8 @@ from topicguard._exceptions import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from topicguard.runtime import TopicGuard, Verdict
+    from topicguard.runtime import TopicGuard
+    from topicguard.verdict import Verdict
 
 __all__ = [
     "DataError",

@@ -26,17 +26,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from topicguard._exceptions import DataError
 from topicguard.data import parse_label
 
 if TYPE_CHECKING:
-    from topicguard.runtime import TopicGuard, Verdict
+    from topicguard.verdict import Verdict
+
 
 __all__ = [
     "CONTEXT_SCORE_FLOOR",
     "CONTEXT_TURNS",
+    "Classifier",
     "FOLLOW_UP_MAX_CJK_CHARS",
     "FOLLOW_UP_MAX_WORDS",
     "Conversation",
@@ -48,6 +50,13 @@ __all__ = [
     "read_conversations",
     "user_texts",
 ]
+
+
+class Classifier(Protocol):
+    """What judging a conversation needs of a guard: verdicts on single texts."""
+
+    def classify(self, texts: Sequence[str], *, batch_size: int = 64) -> list[Verdict]: ...
+
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
@@ -155,7 +164,7 @@ def is_follow_up(text: str) -> bool:
 
 
 def classify_conversations(
-    guard: TopicGuard, conversations: Sequence[Sequence[Any]], *, batch_size: int = 64
+    guard: Classifier, conversations: Sequence[Sequence[Any]], *, batch_size: int = 64
 ) -> list[Verdict]:
     """The verdict on each conversation's latest user message, in the context of the user
     turns before it (the rule of :meth:`TopicGuard.classify_conversation`).

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from topicguard._exceptions import DataError
 
 if TYPE_CHECKING:
-    from topicguard.runtime import Verdict
+    from topicguard.verdict import Verdict
 
 __all__ = ["DEFAULT_MAX_MB", "Decision", "DecisionLog", "log_files", "read_decisions"]
 

@@ -53,7 +53,7 @@ from topicguard.decisions import DEFAULT_MAX_MB
 from topicguard.spec import GuardSpec
 
 if TYPE_CHECKING:
-    from topicguard.runtime import Verdict
+    from topicguard.verdict import Verdict
 
 __all__ = ["ProxyConfig", "create_proxy_app", "guard_spec", "run", "upstream_base"]
 

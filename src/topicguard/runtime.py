@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from topicguard._exceptions import DataError, MissingDependencyError, ModelError
 from topicguard.folder import GuardMetadata, Routing, multilingual_path, onnx_file
+from topicguard.verdict import Verdict
 
 if TYPE_CHECKING:
     from topicguard.languages import Detection, LanguageDetector
@@ -47,39 +48,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The guard's decision on one text. ``score`` is the probability that it is on topic;
-    ``lang`` the detected language (``und``: no letters) and ``lang_supported`` whether the
-    guard's spec lists it (both None for a guard that knows no languages). ``threshold`` is
-    the one ``score`` was held to; ``context`` is True when a conversation's earlier turn let
-    a short follow-up through (``score`` is then the score of both turns read together; see
-    :meth:`TopicGuard.classify_conversation`)."""
-
-    text: str
-    label: str
-    score: float
-    allowed: bool
-    lang: str | None = None
-    lang_supported: bool | None = None
-    threshold: float | None = None
-    context: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "text": self.text,
-            "label": self.label,
-            "score": self.score,
-            "allowed": self.allowed,
-        }
-        if self.lang is not None:
-            row["lang"] = self.lang
-            row["lang_supported"] = self.lang_supported
-        if self.context:
-            row["context"] = True
-        return row
 
 
 @dataclass
