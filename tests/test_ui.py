@@ -312,3 +312,20 @@ def test_the_proxy_serves_the_page_too(guard: TopicGuard, tmp_path: Path) -> Non
     off = create_proxy_app(guard, "http://llm.test/v1", ProxyConfig(ui=False), transport=transport)
     with TestClient(off) as client:
         assert client.get("/").status_code == 404
+
+
+def test_cli_options_and_a_review_folder_that_cannot_be(tiny_guard: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from topicguard.cli import app
+
+    runner = CliRunner()
+    for command in ("serve", "proxy"):
+        shown = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert "--no-ui" in shown and "--review-dir" in shown and "--report" in shown
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["serve", str(tiny_guard), "--review-dir", str(blocker / "sub")])
+    assert result.exit_code == 1
+    assert "cannot use" in result.output and "as the review folder" in result.output
+    assert "Traceback" not in result.output

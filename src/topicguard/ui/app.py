@@ -197,7 +197,8 @@ class _Ui:
                 guard, backend=guard.backend_name, report_dir=self.config.report_dir
             )
         )
-        return self.page("guard.html", page="guard", card=card)
+        model_path = str(self.config.model_dir)
+        return self.page("guard.html", page="guard", card=card, model_path=model_path)
 
     async def review_page(self, request: Any) -> Any:
         name = request.path_params.get("name")

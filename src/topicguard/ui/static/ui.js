@@ -4,6 +4,7 @@
 
 const HISTORY_KEY = "topicguard-history";
 const HISTORY_SIZE = 20;
+const SHOWN_CHARS = 160; // of a long text in the history
 
 function $(id) { return document.getElementById(id); }
 
@@ -133,7 +134,7 @@ function drawHistory() {
     showVerdict(verdict, item.allowed);
     const again = document.createElement("button");
     again.type = "button";
-    again.textContent = item.text;
+    again.textContent = item.text.length > SHOWN_CHARS ? item.text.slice(0, SHOWN_CHARS) + "…" : item.text;
     again.title = "Put this text back in the box";
     again.addEventListener("click", () => { $("try-text").value = item.text; $("try-text").focus(); });
     entry.append(verdict, " " + item.score.toFixed(3) + " ", again);
@@ -224,7 +225,8 @@ function drawReview(state) {
   const malformed = $("review-malformed");
   malformed.hidden = state.n_malformed === 0;
   if (state.n_malformed) {
-    $("malformed-summary").textContent = state.n_malformed + " lines left out (not a JSON object with a text)";
+    $("malformed-summary").textContent = state.n_malformed +
+      (state.n_malformed === 1 ? " line" : " lines") + " left out (not a JSON object with a text)";
     const list = $("malformed-list");
     list.replaceChildren();
     for (const item of state.malformed) {
