@@ -23,6 +23,7 @@ __all__ = [
     "openai_error",
     "read_body",
     "run_app",
+    "validation_problems",
 ]
 
 MAX_BODY_BYTES = 1_000_000  # one request body, in bytes: larger ones get 413
@@ -172,6 +173,13 @@ def _histogram(name: str, bounds: tuple[float, ...], counts: list[int], total: f
         f"{name}_count {running}",
     ]
     return lines
+
+
+def validation_problems(exc: Any) -> str:
+    """A pydantic ``ValidationError`` on a request body as one line: ``field: problem; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def run_app(app: Any, *, host: str, port: int) -> None:

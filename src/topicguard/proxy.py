@@ -48,6 +48,7 @@ from topicguard._http import (
     openai_error,
     read_body,
     run_app,
+    validation_problems,
 )
 from topicguard._upstream import Upstream
 from topicguard.decisions import DEFAULT_MAX_MB
@@ -404,10 +405,7 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], ChatRequest]:
     try:
         return payload, ChatRequest.model_validate(payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise HttpProblem(400, problems, "invalid_request") from None
+        raise HttpProblem(400, validation_problems(exc), "invalid_request") from None
 
 
 def _error_response(problem: HttpProblem) -> Any:

@@ -30,7 +30,14 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from topicguard._exceptions import DataError, MissingDependencyError
-from topicguard._http import MAX_BODY_BYTES, HttpProblem, check_key, read_body, run_app
+from topicguard._http import (
+    MAX_BODY_BYTES,
+    HttpProblem,
+    check_key,
+    read_body,
+    run_app,
+    validation_problems,
+)
 from topicguard._http import Metrics as _Metrics
 from topicguard.decisions import DEFAULT_MAX_MB
 
@@ -262,10 +269,7 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
         try:
             body = ClassifyRequest.model_validate_json(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-            )
-            return error(422, problems)
+            return error(422, validation_problems(exc))
         if body.messages is not None:
             return await _classify_messages(body.messages, started)
         texts = [body.text] if body.text is not None else list(body.texts or [])

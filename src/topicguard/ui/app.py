@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from topicguard._exceptions import DataError
-from topicguard._http import HttpProblem, check_page_key, read_body
+from topicguard._http import HttpProblem, check_page_key, read_body, validation_problems
 from topicguard.report import PLOTS
 from topicguard.ui.card import explain, guard_card
 from topicguard.ui.reviews import DECISIONS, ReviewFile, ReviewFolder, checked_name
@@ -359,10 +359,7 @@ def _model(model: Any, raw: bytes) -> Any:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise HttpProblem(422, problems, "invalid_request") from None
+        raise HttpProblem(422, validation_problems(exc), "invalid_request") from None
 
 
 def _shown(value: Any) -> str:
