@@ -329,3 +329,18 @@ def test_cli_options_and_a_review_folder_that_cannot_be(tiny_guard: Path, tmp_pa
     assert result.exit_code == 1
     assert "cannot use" in result.output and "as the review folder" in result.output
     assert "Traceback" not in result.output
+
+
+def test_escapes_that_are_not_text_get_a_4xx_or_are_left_out(client: TestClient) -> None:
+    lone = client.post(
+        "/ui/api/try",
+        content=b'{"text": "parcel \\ud800"}',
+        headers=WRITE | {"content-type": "application/json"},
+    )
+    assert lone.status_code == 422 and "surrogate" in lone.json()["error"]
+    created = _upload(client, "s.jsonl", b'{"text": "lone \\ud800"}\n{"text": "fine"}\n')
+    assert created.status_code == 201 and created.json()["n_malformed"] == 1
+    decided = client.post(
+        "/ui/api/reviews/s.jsonl/decisions", json={"row": 0, "decision": "allow"}, headers=WRITE
+    )
+    assert decided.status_code == 200 and decided.json()["saved"]

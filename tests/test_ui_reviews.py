@@ -100,6 +100,17 @@ def test_malformed_lines_are_reported_by_line_and_left_out(tmp_path: Path) -> No
     assert "'perhaps' is not True/False" in problems[7]
 
 
+def test_a_lone_surrogate_is_not_text_but_an_escaped_emoji_is(tmp_path: Path) -> None:
+    path = tmp_path / "escapes.jsonl"
+    path.write_bytes(b'{"text": "lone \\ud800 half"}\n{"text": "parcel \\ud83d\\udce6 late"}\n')
+    review = ReviewFile(path)
+    assert len(review) == 1 and review.row(0)["text"] == "parcel \U0001f4e6 late"
+    assert review.malformed == [(1, "holds a lone surrogate escape (\\ud800-\\udfff): not text")]
+    review.decide(0, "allow")
+    review.save()  # writable: every row kept is UTF-8
+    assert read_dataset(review.reviewed_path)[0].text == "parcel \U0001f4e6 late"
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -340,7 +340,8 @@ class _Ui:
                 "line": review.line(index),
                 "text": text,
                 "fields": {k: _shown(v) for k, v in row.items() if k != "text"},
-                "guard": verdict.to_dict() | {"threshold": verdict.threshold},
+                "guard": {k: v for k, v in verdict.to_dict().items() if k != "text"}
+                | {"threshold": verdict.threshold},
             }
         return state
 

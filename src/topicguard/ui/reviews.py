@@ -279,6 +279,8 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"not JSON ({reason})"
     if not isinstance(row, dict):
         return None, "not a JSON object"
+    if (b"\\ud" in raw or b"\\uD" in raw) and not _encodable(row):
+        return row, "holds a lone surrogate escape (\\ud800-\\udfff): not text"
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         return row, "no 'text'" if text is None else "'text' is empty or not a string"
@@ -287,6 +289,15 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     except ValueError:
         return row, f"'label' {row.get('label')!r} is not True/False, 1/0 or yes/no"
     return row, None
+
+
+def _encodable(row: dict[str, Any]) -> bool:
+    """Whether the row can be written back as UTF-8 (JSON can escape a lone surrogate)."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _labelled(row: dict[str, Any], allowed: bool) -> dict[str, Any]:
