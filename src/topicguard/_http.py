@@ -19,9 +19,11 @@ __all__ = [
     "HttpProblem",
     "Metrics",
     "check_key",
+    "check_page_key",
     "openai_error",
     "read_body",
     "run_app",
+    "validation_problems",
 ]
 
 # Where `serve` and `proxy` listen unless told: this machine only.
@@ -64,6 +66,26 @@ def check_key(request: Any, api_key: str | None) -> None:
         raise HttpProblem(
             401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "invalid_api_key"
         )
+
+
+def check_page_key(request: Any, api_key: str | None) -> None:
+    """:func:`check_key` for a browser, which cannot send a bearer token when it opens a page:
+    HTTP Basic credentials whose password is the key (any user name) pass too."""
+    if not api_key:
+        return
+    supplied = request.headers.get("authorization", "")
+    scheme, _, value = supplied.partition(" ")
+    if scheme.lower() == "basic":
+        import base64
+        import binascii
+
+        try:
+            password = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            password = ""
+        if hmac.compare_digest(password.encode(), api_key.encode()):
+            return
+    check_key(request, api_key)
 
 
 async def read_body(request: Any, max_bytes: int) -> bytes:
@@ -154,6 +176,13 @@ def _histogram(name: str, bounds: tuple[float, ...], counts: list[int], total: f
         f"{name}_count {running}",
     ]
     return lines
+
+
+def validation_problems(exc: Any) -> str:
+    """A pydantic ``ValidationError`` on a request body as one line: ``field: problem; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def run_app(app: Any, *, host: str, port: int) -> None:

@@ -13,6 +13,7 @@ upstream)``, run by ``topicguard proxy``. A chat app changes only its ``base_url
 - ``GET /v1/models``: passed through.
 - ``GET /healthz`` (the process is up), ``GET /readyz`` (the guard is loaded and the upstream
   answers), ``GET /metrics`` (Prometheus text).
+- ``GET /``: the web page (:mod:`topicguard.ui`), unless ``ui`` is off.
 
 Errors are OpenAI's shape, ``{"error": {"message", "type", "code"}}``: 400 or 413 for a
 request that cannot be judged, 502 for an upstream that cannot be reached or breaks off,
@@ -47,6 +48,7 @@ from topicguard._http import (
     openai_error,
     read_body,
     run_app,
+    validation_problems,
 )
 from topicguard._upstream import Upstream
 from topicguard.decisions import DEFAULT_MAX_MB
@@ -84,6 +86,9 @@ class ProxyConfig:
     decision_log: Path | None = None
     log_texts: bool = False  # personal data: only when `topicguard feedback` will need them
     log_max_mb: float = DEFAULT_MAX_MB
+    ui: bool = True  # the web page at /
+    review_dir: Path | None = None  # where the page keeps review files (None: no reviewing)
+    report_dir: Path | None = None  # an evaluation report for the guard card
 
 
 class _Part(BaseModel):
@@ -194,6 +199,8 @@ def create_proxy_app(
     app.add_route("/healthz", proxy.healthz, methods=["GET"])
     app.add_route("/readyz", proxy.readyz, methods=["GET"])
     app.add_route("/metrics", proxy.prometheus, methods=["GET"])
+    if proxy.config.ui:
+        proxy.mount_ui(app)
     return app
 
 
@@ -261,6 +268,22 @@ class _Proxy:
             self.executor.shutdown(wait=True)
             if self.decisions is not None:
                 self.decisions.close()
+
+    def mount_ui(self, app: Any) -> None:
+        """The web page, running its guard work on the proxy's guard thread."""
+        from topicguard.ui import UiConfig, mount_ui, worker_runner
+
+        def ready() -> tuple[Any, Any] | None:
+            return (self.guard, self.executor) if self.upstream is not None else None
+
+        ui = UiConfig(
+            model_dir=Path(getattr(self.guard, "path", "guard")),
+            api_key=self.config.api_key,
+            review_dir=self.config.review_dir,
+            report_dir=self.config.report_dir,
+            max_chars=self.config.max_chars,
+        )
+        mount_ui(app, ui, worker_runner(ready, self.config.guard_timeout_s))
 
     def refusal(self, lang: str | None) -> str:
         return self.spec.refusal_text(lang) if self.spec else NO_SPEC_REFUSAL
@@ -383,10 +406,7 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], ChatRequest]:
     try:
         return payload, ChatRequest.model_validate(payload)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise HttpProblem(400, problems, "invalid_request") from None
+        raise HttpProblem(400, validation_problems(exc), "invalid_request") from None
 
 
 def _error_response(problem: HttpProblem) -> Any:

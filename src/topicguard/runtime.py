@@ -313,11 +313,25 @@ class TopicGuard:
     def _windows(self, texts: list[str]) -> tuple[list[str], list[int]]:
         """Texts cut at token boundaries into windows of ``max_length`` tokens, each window
         overlapping the next by half, and the index of the text each window came from."""
+        spans = self._spans(texts)
+        if not spans:
+            return texts, list(range(len(texts)))
+        pieces: list[str] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            for start, end in spans.get(i, [(0, len(text))]):
+                pieces.append(text[start:end])
+                owners.append(i)
+        return pieces, owners
+
+    def _spans(self, texts: list[str]) -> dict[int, list[tuple[int, int]]]:
+        """The character spans of the windows of each text longer than one window (texts
+        that fit are left out)."""
         window = max(self.max_length - 2, 8)  # room for [CLS] and [SEP]
         # cheap pre-filter: no tokenizer makes more tokens than a text has UTF-8 bytes
         long_ones = [i for i, t in enumerate(texts) if len(t.encode("utf-8")) > window]
         if not long_ones:
-            return texts, list(range(len(texts)))
+            return {}
         from topicguard.models import quiet_transformers
 
         with quiet_transformers():  # no "longer than the maximum length" notice: we cut it
@@ -332,13 +346,24 @@ class TopicGuard:
             spans[i] = [
                 (offsets[s][0], offsets[min(s + window, len(offsets)) - 1][1]) for s in starts
             ]
-        pieces: list[str] = []
-        owners: list[int] = []
-        for i, text in enumerate(texts):
-            for start, end in spans.get(i, [(0, len(text))]):
-                pieces.append(text[start:end])
-                owners.append(i)
-        return pieces, owners
+        return spans
+
+    def deciding_window(self, text: str) -> tuple[int, int, int] | None:
+        """For a text longer than this model's window (see :meth:`logits`): the character
+        span ``(start, end)`` of the window that decided its score, and how many windows it
+        was cut into; None for a text that fits in one. This model only: no routing."""
+        text = _checked([text])[0]
+        spans = self._spans([text]).get(0)
+        if not spans:
+            return None
+        import numpy as np
+
+        from topicguard.models import softmax
+
+        logits = self.backend.logits([text[start:end] for start, end in spans])
+        allowed = softmax(logits.astype(np.float64))[:, self.allowed_index]
+        start, end = spans[int(np.argmin(allowed))]
+        return start, end, len(spans)
 
     def margins(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
         """Uncalibrated evidence of this model (no routing) for each text: the allowed label's

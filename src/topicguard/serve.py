@@ -6,6 +6,8 @@
   ``{"results": [{"label", "score", "allowed"}], "model": …}``
 - ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded and warm),
   ``GET /metrics`` (Prometheus text: requests, latency, verdicts, batch sizes)
+- ``GET /``: the web page (:mod:`topicguard.ui`: try it, guard card, review), unless ``ui``
+  is off
 
 Concurrent requests are gathered into micro-batches and classified off the event loop on
 one worker thread. Optional bearer-token auth (constant-time comparison). Limits on texts
@@ -28,7 +30,14 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from topicguard._exceptions import DataError, MissingDependencyError
-from topicguard._http import MAX_BODY_BYTES, HttpProblem, check_key, read_body, run_app
+from topicguard._http import (
+    MAX_BODY_BYTES,
+    HttpProblem,
+    check_key,
+    read_body,
+    run_app,
+    validation_problems,
+)
 from topicguard._http import Metrics as _Metrics
 from topicguard.decisions import DEFAULT_MAX_MB
 
@@ -56,6 +65,9 @@ class ServeConfig:
     decision_log: Path | None = None
     log_texts: bool = False
     log_max_mb: float = DEFAULT_MAX_MB
+    ui: bool = True  # the web page at /
+    review_dir: Path | None = None  # where the page keeps review files (None: no reviewing)
+    report_dir: Path | None = None  # an evaluation report for the guard card
 
 
 class _Batcher:
@@ -257,10 +269,7 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
         try:
             body = ClassifyRequest.model_validate_json(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-            )
-            return error(422, problems)
+            return error(422, validation_problems(exc))
         if body.messages is not None:
             return await _classify_messages(body.messages, started)
         texts = [body.text] if body.text is not None else list(body.texts or [])
@@ -325,7 +334,26 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
             if decisions is not None:
                 decisions.record(verdict, latency_ms=latency_ms)
 
+    if config.ui:
+        _mount_ui(app, config, state)
     return app
+
+
+def _mount_ui(app: Any, config: ServeConfig, state: dict[str, Any]) -> None:
+    """The web page, running its guard work on the batcher's worker thread."""
+    from topicguard.ui import UiConfig, mount_ui, worker_runner
+
+    def ready() -> tuple[Any, Any] | None:
+        return (state["guard"], state["batcher"].executor) if state["ready"] else None
+
+    ui = UiConfig(
+        model_dir=config.model_dir,
+        api_key=config.api_key,
+        review_dir=config.review_dir,
+        report_dir=config.report_dir,
+        max_chars=config.max_chars,
+    )
+    mount_ui(app, ui, worker_runner(ready, config.request_timeout_s))
 
 
 def run(config: ServeConfig, *, host: str, port: int, guard: Any = None) -> None:

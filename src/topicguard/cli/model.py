@@ -465,6 +465,27 @@ Threads = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(min=1, help="CPU threads for inference"),
 ]
+Ui = Annotated[
+    bool, typer.Option("--ui/--no-ui", help="serve the web page at / (try it, guard card, review)")
+]
+ReviewDir = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        file_okay=False,
+        help="folder where the page keeps files under review and the reviewed rows "
+        "(NAME.reviewed.jsonl, for train --data); without it the page does not review",
+    ),
+]
+ReportDir = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--report",
+        exists=True,
+        file_okay=False,
+        help="an `evaluate --report` folder whose plots the guard card shows "
+        "(default: MODEL/report when it exists)",
+    ),
+]
 
 
 @app.command()
@@ -492,8 +513,12 @@ def serve(
     log: LogFile = None,
     log_texts: LogTexts = False,
     log_max_mb: LogMaxMb = DEFAULT_MAX_MB,
+    ui: Ui = True,
+    review_dir: ReviewDir = None,
+    report: ReportDir = None,
 ) -> None:
-    """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
+    """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics, and the web
+    page at / (try it, guard card, review)."""
     with clean_errors():
         from topicguard.runtime import TopicGuard
         from topicguard.serve import ServeConfig, run
@@ -514,6 +539,9 @@ def serve(
             decision_log=log,
             log_texts=log_texts,
             log_max_mb=log_max_mb,
+            ui=ui,
+            review_dir=review_dir,
+            report_dir=report,
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
         run(config, host=host, port=port, guard=guard)
@@ -589,8 +617,12 @@ def proxy(
     log: LogFile = None,
     log_texts: LogTexts = False,
     log_max_mb: LogMaxMb = DEFAULT_MAX_MB,
+    ui: Ui = True,
+    review_dir: ReviewDir = None,
+    report: ReportDir = None,
 ) -> None:
-    """Guard an OpenAI-compatible LLM: POST /v1/chat/completions, GET /v1/models, probes."""
+    """Guard an OpenAI-compatible LLM: POST /v1/chat/completions, GET /v1/models, probes, and
+    the web page at / (try it, guard card, review)."""
     import os
 
     with clean_errors():
@@ -616,6 +648,9 @@ def proxy(
             decision_log=log,
             log_texts=log_texts,
             log_max_mb=log_max_mb,
+            ui=ui,
+            review_dir=review_dir,
+            report_dir=report,
         )
         logger.info(
             "listening on http://%s:%d, guarding %s (auth %s)",
