@@ -32,7 +32,7 @@ def explain(guard: Any, texts: list[str]) -> dict[str, Any]:
         "threshold": verdict.threshold,
         "context": verdict.context,
         "model": "multilingual" if routed[0] else "fast",
-        "model_name": _base_model(model.metadata),
+        "model_name": _base_model(model.metadata.to_dict()),
         "second_opinion": second,
         "chars": len(latest),
         "window": None,
@@ -45,11 +45,11 @@ def explain(guard: Any, texts: list[str]) -> dict[str, Any]:
 
 def guard_card(guard: Any, *, backend: str, report_dir: Path | None) -> dict[str, Any]:
     """What the model folder says about itself, ready for the guard card template."""
-    meta = guard.metadata
+    meta = guard.metadata.to_dict()  # the folder's GuardMetadata, as topicguard.json holds it
     spec = meta.get("spec") or {}
     models = [("fast", meta)]
     if guard.multilingual is not None:
-        models.append(("multilingual", guard.multilingual.metadata))
+        models.append(("multilingual", guard.multilingual.metadata.to_dict()))
     routing = meta.get("routing") or {}
     return {
         "name": spec.get("name") or guard.path.name,
