@@ -77,6 +77,9 @@ _SCHEMA_FIELD = re.compile(
 )
 
 
+DEFAULT_CACHE_DIR = Path(".topicguard-cache")  # answers cached here; reruns pay only what is new
+
+
 @dataclass
 class LLMSettings:
     """Where and how to call the model. The key is read from the environment when ``None``."""
@@ -90,7 +93,7 @@ class LLMSettings:
     timeout: float = 120.0
     temperature: float = 0.7
     max_tokens: int | None = None
-    cache_dir: Path | None = Path(".topicguard-cache")
+    cache_dir: Path | None = DEFAULT_CACHE_DIR
     backoff_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
     price_input_per_million: float | None = None

@@ -48,6 +48,8 @@ _WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
 # requests a judge may refuse one by one before its first live answer of the run; the next
 # refusal stops the run: a model name or key the endpoint does not take, not the rows
 _REFUSALS_BEFORE_ANSWER = 2
+# a reasoning judge thinks before it answers: longer than LLMSettings.timeout
+REVIEW_TIMEOUT = 300.0
 
 
 class JudgeAnswer(BaseModel):

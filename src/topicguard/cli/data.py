@@ -10,6 +10,7 @@ import typer
 
 from topicguard.cli._common import ExistingFile, LabelColumn, app, clean_errors
 from topicguard.coverage import DEFAULT_EMBEDDING_MODEL, DEFAULT_MIN_ROWS
+from topicguard.leakage import DEFAULT_THRESHOLD
 
 data_app = typer.Typer(
     help="Inspect and split labelled datasets.", no_args_is_help=True, add_completion=False
@@ -25,7 +26,7 @@ Threshold = Annotated[
 @data_app.command("check")
 def data_check(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="datasets")],
-    threshold: Threshold = 0.8,
+    threshold: Threshold = DEFAULT_THRESHOLD,
     strict: Annotated[
         bool, typer.Option(help="exit 1 when duplicates or conflicting labels exist")
     ] = False,
@@ -59,7 +60,7 @@ def data_split(
     out: Annotated[Path, typer.Option(file_okay=False, help="folder for train/test.jsonl")],
     test_size: Annotated[float, typer.Option(help="share of rows in test.jsonl")] = 0.2,
     seed: Annotated[int, typer.Option(help="random seed")] = 42,
-    threshold: Threshold = 0.8,
+    threshold: Threshold = DEFAULT_THRESHOLD,
     label_column: LabelColumn = None,
 ) -> None:
     """Split a dataset into train.jsonl and test.jsonl, near-duplicate clusters kept whole."""

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 if TYPE_CHECKING:
-    from topicguard.llm import LLMSettings
     from topicguard.spec import LLMEndpoint
 
 from topicguard.cli._common import app, clean_errors, logger, require_jsonl, usage_error
+from topicguard.llm import DEFAULT_CACHE_DIR, LLMSettings
+from topicguard.review import REVIEW_TIMEOUT
 
 BaseUrl = Annotated[
     Optional[str],  # noqa: UP045
@@ -105,11 +106,11 @@ def generate(
         typer.Option(min=2, help="queries per call (default: the spec's, 50)"),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed for the batch slices")] = 0,
-    concurrency: Concurrency = 8,
-    timeout: Timeout = 120.0,
-    max_retries: MaxRetries = 6,
+    concurrency: Concurrency = LLMSettings.concurrency,
+    timeout: Timeout = LLMSettings.timeout,
+    max_retries: MaxRetries = LLMSettings.max_retries,
     max_tokens: MaxTokens = None,
-    cache_dir: CacheDir = Path(".topicguard-cache"),
+    cache_dir: CacheDir = DEFAULT_CACHE_DIR,
     price_input: Price = None,
     price_output: Price = None,
     resume: Resume = False,
@@ -169,11 +170,11 @@ def review(
         typer.Option(help="several judge models, comma-separated: majority vote"),
     ] = None,
     votes: Annotated[int, typer.Option(min=1, help="samples per judge: majority vote")] = 1,
-    concurrency: Concurrency = 8,
-    timeout: Timeout = 300.0,
-    max_retries: MaxRetries = 6,
+    concurrency: Concurrency = LLMSettings.concurrency,
+    timeout: Timeout = REVIEW_TIMEOUT,
+    max_retries: MaxRetries = LLMSettings.max_retries,
     max_tokens: MaxTokens = None,
-    cache_dir: CacheDir = Path(".topicguard-cache"),
+    cache_dir: CacheDir = DEFAULT_CACHE_DIR,
     price_input: Price = None,
     price_output: Price = None,
     resume: Resume = False,
