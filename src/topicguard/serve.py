@@ -5,7 +5,8 @@
   ``TopicGuard.classify_conversation``) →
   ``{"results": [{"label", "score", "allowed"}], "model": …}``
 - ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded and warm),
-  ``GET /metrics`` (Prometheus text: requests, latency, verdicts, batch sizes)
+  ``GET /metrics`` (Prometheus text: requests, latency, verdicts, batch sizes; with
+  ``--workers N``, summed over the worker processes)
 
 Concurrent requests are gathered into micro-batches and classified off the event loop on
 one worker thread. Optional bearer-token auth (constant-time comparison). Limits on texts
@@ -17,8 +18,11 @@ verdict is also appended to a decision log (:mod:`topicguard.decisions`) off the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import json
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +32,15 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from topicguard._exceptions import DataError, MissingDependencyError
-from topicguard._http import MAX_BODY_BYTES, HttpProblem, check_key, read_body, run_app
+from topicguard._http import (
+    MAX_BODY_BYTES,
+    HttpProblem,
+    check_key,
+    read_body,
+    run_app,
+    run_workers,
+    worker_threads,
+)
 from topicguard._http import Metrics as _Metrics
 from topicguard.decisions import DEFAULT_MAX_MB
 
@@ -224,7 +236,8 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
     async def readyz() -> Any:
         if not state["ready"]:
             return error(503, "the model is still loading")
-        return {"status": "ready", "backend": state["guard"].backend_name}
+        # the process id tells which of `--workers N` processes answered
+        return {"status": "ready", "backend": state["guard"].backend_name, "pid": os.getpid()}
 
     @app.get("/metrics")
     async def prometheus() -> Any:
@@ -328,6 +341,44 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
     return app
 
 
-def run(config: ServeConfig, *, host: str, port: int, guard: Any = None) -> None:
-    """Serve until interrupted; in-flight requests finish before the process exits."""
-    run_app(create_app(config, guard=guard), host=host, port=port)
+def run(config: ServeConfig, *, host: str, port: int, guard: Any = None, workers: int = 1) -> None:
+    """Serve until interrupted; in-flight requests finish before the process exits.
+
+    ``workers`` > 1: that many processes share the port, each loading its own guard with
+    ``config.threads`` inference threads (default: the cores shared out among them)."""
+    if workers <= 1:
+        run_app(create_app(config, guard=guard), host=host, port=port)
+        return
+    if config.decision_log is not None:
+        raise DataError(
+            "a decision log takes one writer: serve with --workers 1, or run one server per "
+            "log file"
+        )
+    config = dataclasses.replace(config, threads=worker_threads(workers, config.threads))
+    env = {_CONFIG_ENV: _config_to_json(config)}
+    if config.api_key:
+        env[_KEY_ENV] = config.api_key
+    run_workers(f"{__name__}:app_from_environment", host=host, port=port, workers=workers, env=env)
+
+
+_CONFIG_ENV = "TOPICGUARD_SERVE_CONFIG"
+_KEY_ENV = "TOPICGUARD_SERVE_API_KEY"  # the key travels as the CLI reads it, not in the JSON
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process, configured by :func:`run` through the environment."""
+    return create_app(_config_from_json(os.environ[_CONFIG_ENV], os.environ.get(_KEY_ENV)))
+
+
+def _config_to_json(config: ServeConfig) -> str:
+    fields = dataclasses.asdict(config)
+    fields.pop("api_key")
+    return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in fields.items()})
+
+
+def _config_from_json(text: str, api_key: str | None) -> ServeConfig:
+    fields = json.loads(text)
+    for name in ("model_dir", "decision_log"):
+        if fields.get(name) is not None:
+            fields[name] = Path(fields[name])
+    return ServeConfig(**fields, api_key=api_key or None)

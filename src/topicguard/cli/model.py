@@ -479,7 +479,15 @@ Port = Annotated[int, typer.Option(min=1, max=65535, help="port")]
 BackendName = Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")]
 Threads = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option(min=1, help="CPU threads for inference"),
+    typer.Option(min=1, help="CPU threads for inference (per worker)"),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="server processes sharing the port, each with its own guard and "
+        "cores/workers inference threads unless --threads says otherwise",
+    ),
 ]
 
 
@@ -504,14 +512,18 @@ def serve(
     log: LogFile = None,
     log_texts: LogTexts = False,
     log_max_mb: LogMaxMb = DEFAULT_MAX_MB,
+    workers: Workers = 1,
 ) -> None:
     """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
     with clean_errors():
         from topicguard.runtime import TopicGuard
         from topicguard.serve import ServeConfig, run
 
+        if workers > 1 and log is not None:
+            raise usage_error("--log takes one writer: use --workers 1 with a decision log")
         _check_log(log, log_texts)
-        # Load here, not in the server's start-up, so a bad folder or backend is one line.
+        # Load here, not in the server's start-up, so a bad folder or backend is one line
+        # (with --workers, each worker then loads its own).
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
         )
@@ -528,7 +540,11 @@ def serve(
             log_max_mb=log_max_mb,
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
-        run(config, host=host, port=port, guard=guard)
+        if workers > 1:
+            del guard
+            run(config, host=host, port=port, workers=workers)
+        else:
+            run(config, host=host, port=port, guard=guard)
 
 
 LogFile = Annotated[
@@ -601,6 +617,7 @@ def proxy(
     log: LogFile = None,
     log_texts: LogTexts = False,
     log_max_mb: LogMaxMb = DEFAULT_MAX_MB,
+    workers: Workers = 1,
 ) -> None:
     """Guard an OpenAI-compatible LLM: POST /v1/chat/completions, GET /v1/models, probes."""
     import os
@@ -617,6 +634,8 @@ def proxy(
             if not upstream_key:
                 raise usage_error(f"--upstream-key-env: {upstream_key_env} is not set or empty")
         guard_spec = load_spec(spec) if spec is not None else None
+        if workers > 1 and log is not None:
+            raise usage_error("--log takes one writer: use --workers 1 with a decision log")
         _check_log(log, log_texts)
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
@@ -636,7 +655,16 @@ def proxy(
             base,
             "on" if api_key else "off",
         )
-        run(guard, upstream, config, host=host, port=port, spec=guard_spec)
+        run(
+            guard,
+            upstream,
+            config,
+            host=host,
+            port=port,
+            spec=guard_spec,
+            workers=workers,
+            threads=threads,
+        )
 
 
 def _evaluate_conversations(
