@@ -177,8 +177,12 @@ class ClassifyResponse(BaseModel):
     model: str
 
 
-def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
-    """The FastAPI app. ``guard`` (a loaded ``TopicGuard``) skips loading, for tests."""
+def create_app(config: ServeConfig, *, guard: Any = None, batcher: Any = None) -> Any:
+    """The FastAPI app. ``guard`` (a loaded ``TopicGuard``) skips loading, for tests.
+    ``batcher(guard, config, metrics)`` builds what gathers requests into batches (default:
+    one worker thread; Ray Serve's ``@serve.batch`` in :mod:`topicguard.integrations.ray`):
+    an object with ``start()``, ``async classify(texts)``,
+    ``async classify_conversation(messages)`` and ``async stop()``."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse, PlainTextResponse
@@ -211,15 +215,15 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 max_mb=config.log_max_mb,
                 model=getattr(loaded, "fingerprint", None),
             )
-        batcher = _Batcher(loaded, config, metrics)
-        batcher.start()
-        state.update(guard=loaded, batcher=batcher, decisions=decisions, ready=True)
+        batching = (batcher or _Batcher)(loaded, config, metrics)
+        batching.start()
+        state.update(guard=loaded, batcher=batching, decisions=decisions, ready=True)
         logger.info("serving %s (%s backend)", config.model_dir, loaded.backend_name)
         try:
             yield
         finally:
             state["ready"] = False
-            await batcher.stop()
+            await batching.stop()
             if decisions is not None:
                 decisions.close()
 

@@ -318,17 +318,16 @@ def classify(
     model: Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="texts to judge")] = None,  # noqa: UP045
     input_file: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[str],  # noqa: UP045
         typer.Option(
             "--input",
-            exists=True,
-            dir_okay=False,
-            help=".txt (one text per line) or a dataset with a text column",
+            help=".txt (one text per line) or a dataset with a text column; or a folder or "
+            "glob of .jsonl/.csv/.parquet partitions (then --output is a folder)",
         ),
     ] = None,
     output: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(dir_okay=False, help="write JSON lines here instead of stdout"),
+        typer.Option(help="write JSON lines here instead of stdout (partitions: a folder)"),
     ] = None,
     threads: Annotated[
         Optional[int],  # noqa: UP045
@@ -336,12 +335,39 @@ def classify(
     ] = None,
     backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
     second_opinion: SecondOpinion = True,
+    engine: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="partitions: local (this process) or ray (Ray Data)"),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option(help="partitions: parquet or jsonl files in --output")
+    ] = "parquet",
+    actors: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="--engine ray: guard actors (default: one per CPU)"),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="partitions: replace --output")] = False,
 ) -> None:
     """Judge texts: one JSON line each with text, label, score (on topic) and allowed."""
     with clean_errors():
         from topicguard.data import read_texts, write_jsonl
         from topicguard.runtime import TopicGuard
 
+        if engine is not None or (input_file is not None and _is_partitions(input_file)):
+            _classify_partitions(
+                model,
+                texts,
+                input_file,
+                output,
+                engine or "local",
+                output_format,
+                threads=threads,
+                backend=backend,
+                second_opinion=second_opinion,
+                actors=actors,
+                overwrite=overwrite,
+            )
+            return
         items = list(texts or [])
         for i, text in enumerate(items, start=1):
             if not text.strip():
@@ -350,17 +376,58 @@ def classify(
             items += read_texts(input_file)
         if not items:
             raise usage_error("nothing to classify: pass texts or --input FILE")
+        if output is not None:
+            require_jsonl(output, "--output")
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
         )
         rows = [v.to_dict() for v in guard.classify(items)]
         if output is not None:
-            require_jsonl(output, "--output")
             write_jsonl(output, rows)
             logger.info("%d verdicts written to %s", len(rows), output)
         else:
             for row in rows:
                 typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def _is_partitions(source: str) -> bool:
+    """A folder or a glob: batch scoring into an output folder."""
+    return Path(source).is_dir() or any(ch in source for ch in "*?[")
+
+
+def _classify_partitions(
+    model: Path,
+    texts: list[str] | None,
+    source: str | None,
+    output: Path | None,
+    engine: str,
+    output_format: str,
+    **options: Any,
+) -> None:
+    from topicguard.runtime import read_metadata
+    from topicguard.score import ENGINES, OUTPUT_FORMATS, ScoreJob, find_partitions, score
+
+    if engine not in ENGINES:
+        raise usage_error(f"--engine {engine!r}: use local or ray")
+    if output_format not in OUTPUT_FORMATS:
+        raise usage_error(f"--output-format {output_format!r}: use parquet or jsonl")
+    if texts:
+        raise usage_error("pass texts or --input partitions, not both")
+    if source is None or output is None:
+        raise usage_error("batch scoring needs --input DIR_OR_GLOB and --output DIR")
+    if output.exists() and not options["overwrite"]:
+        raise usage_error(f"--output {output} exists: pick a new folder or pass --overwrite")
+    read_metadata(model)  # a bad model folder is one line before any partition is read
+    job = ScoreJob(
+        model_dir=model,
+        partitions=find_partitions(source),
+        output=output,
+        output_format=output_format,
+        engine=engine,
+        **options,
+    )
+    count = score(job)
+    logger.info("%d verdicts in %d partitions written to %s", count, len(job.partitions), output)
 
 
 @app.command()
