@@ -104,8 +104,10 @@ def score_with_ray(job: ScoreJob, out: Path) -> int:
     if not logger.isEnabledFor(logging.DEBUG):  # Ray Data reports every stage at INFO
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     dataset = _read(ray_data, job.partitions)
-    cpus = int(ray.available_resources().get("CPU", 1)) or 1
-    actors = job.actors or cpus
+    cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+    # One CPU stays free for the tasks that read partitions: actors holding every CPU would
+    # starve them and the job would never finish. Each actor runs cpus/actors threads.
+    actors = job.actors or max(cpus - 1, 1)
     threads = job.threads or max(cpus // actors, 1)
     scored = dataset.map_batches(
         GuardScorer,
@@ -117,14 +119,16 @@ def score_with_ray(job: ScoreJob, out: Path) -> int:
         },
         batch_size=job.batch_size,
         batch_format="pyarrow",
-        concurrency=actors,
-        num_cpus=max(cpus // actors, 1) if job.actors else 1,
+        compute=ray_data.ActorPoolStrategy(size=actors),
+        num_cpus=1,
     )
     try:
         if job.output_format == "parquet":
             scored.write_parquet(str(out))
         else:
             scored.write_json(str(out), force_ascii=False)
+            for part in out.glob("*.json"):  # JSON lines, named as the local engine names them
+                part.rename(part.with_suffix(".jsonl"))
     except Exception as exc:  # a worker's error reaches here wrapped in Ray's own types
         raise DataError(f"scoring on Ray failed: {_cause(exc)}") from exc
     return sum(_count_rows(p, job.output_format) for p in sorted(out.iterdir()) if p.is_file())
