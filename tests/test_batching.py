@@ -55,4 +55,3 @@ def test_batched_logits_match_one_text_at_a_time(onnx_guard: Path, threads: int)
     assert [v.allowed for v in guard.classify(TEXTS)] == [
         guard.classify(t)[0].allowed for t in TEXTS
     ]
-

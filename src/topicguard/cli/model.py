@@ -580,17 +580,30 @@ def serve(
     log_texts: LogTexts = False,
     log_max_mb: LogMaxMb = DEFAULT_MAX_MB,
     workers: Workers = 1,
+    on_ray: Annotated[
+        bool,
+        typer.Option("--ray", help="serve on Ray Serve (pip install 'topicguard[ray]')"),
+    ] = False,
+    replicas: Annotated[int, typer.Option(min=1, help="--ray: replicas of the guard")] = 1,
+    autoscale: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="--ray: MIN:MAX replicas, scaled by load (instead of --replicas)"),
+    ] = None,
 ) -> None:
     """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics."""
     with clean_errors():
         from topicguard.runtime import TopicGuard
         from topicguard.serve import ServeConfig, run
 
-        if workers > 1 and log is not None:
+        if (workers > 1 or on_ray) and log is not None:
             raise usage_error("--log takes one writer: use --workers 1 with a decision log")
+        if not on_ray and (autoscale is not None or replicas != 1):
+            raise usage_error("--replicas and --autoscale go with --ray")
+        if on_ray and workers > 1:
+            raise usage_error("--ray scales with --replicas or --autoscale, not --workers")
         _check_log(log, log_texts)
         # Load here, not in the server's start-up, so a bad folder or backend is one line
-        # (with --workers, each worker then loads its own).
+        # (with --workers or --ray, each worker or replica then loads its own).
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
         )
@@ -607,11 +620,27 @@ def serve(
             log_max_mb=log_max_mb,
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
-        if workers > 1:
+        if on_ray:
+            del guard
+            _serve_on_ray(config, host=host, port=port, replicas=replicas, autoscale=autoscale)
+        elif workers > 1:
             del guard
             run(config, host=host, port=port, workers=workers)
         else:
             run(config, host=host, port=port, guard=guard)
+
+
+def _serve_on_ray(
+    config: Any, *, host: str, port: int, replicas: int, autoscale: str | None
+) -> None:
+    from topicguard.integrations.ray import deployment, parse_autoscale, run_serve
+
+    scale = parse_autoscale(autoscale) if autoscale is not None else None
+    run_serve(
+        deployment(config.model_dir, replicas=replicas, autoscale=scale, config=config),
+        host=host,
+        port=port,
+    )
 
 
 LogFile = Annotated[

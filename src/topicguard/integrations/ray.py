@@ -298,18 +298,20 @@ class _ServeBatcher:
 
 
 def run_serve(app: Any, *, host: str, port: int) -> None:
-    """Run a :func:`deployment` on Ray Serve's HTTP proxy at ``host:port`` until
-    interrupted."""
-    import time
+    """Run a :func:`deployment` on Ray Serve's HTTP proxy at ``host:port`` until SIGINT or
+    SIGTERM, then shut Serve (and a Ray started here) down."""
+    import signal
+    import threading
 
     ray = _init()
     from ray import serve
 
-    del ray
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's own handlers would keep it running
+        signal.signal(sig, lambda *_: stop.set())
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name="topicguard", route_prefix="/")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        serve.shutdown()
+    logger.info("Ray Serve answers on http://%s:%d", host, port)
+    stop.wait()
+    serve.shutdown()
+    ray.shutdown()
