@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                 "messages_per_second_per_core": round(count / seconds / cores, 1),
             }
             outputs[engine] = verdicts(out)
-        local, ray = result["local"], result["ray"]
-        assert isinstance(local, dict) and isinstance(ray, dict)
-        result["ray_vs_local"] = round(ray["messages_per_second"] / local["messages_per_second"], 2)
+        local, on_ray = result["local"], result["ray"]
+        assert isinstance(local, dict) and isinstance(on_ray, dict)
+        rate = on_ray["messages_per_second"] / local["messages_per_second"]
+        result["ray_vs_local"] = round(rate, 2)
         result["same_verdicts"] = outputs["local"] == outputs["ray"]
         ray.shutdown()
     print(json.dumps(result))
