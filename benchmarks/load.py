@@ -5,6 +5,10 @@ client sends one real query at a time to /v1/classify until the time is up. Prin
 requests per second, latency p50/p99 and error counts. The server is stopped at the end.
 
     python benchmarks/load.py MODEL [--clients 64] [--seconds 30] [--backend auto]
+    python benchmarks/load.py MODEL --compare     # --workers 1, --workers 2 and --ray, one run
+
+With ``--compare`` the JSON holds each server's result under ``runs``, the speed-up of two
+workers over one, and requests per second per core (the load client shares the cores).
 """
 
 from __future__ import annotations
@@ -101,10 +105,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--threads", type=int, help="inference threads of the server")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers N")
+    parser.add_argument("--ray", action="store_true", help="serve --ray (Ray Serve)")
+    parser.add_argument("--replicas", type=int, default=1, help="with --ray")
+    parser.add_argument(
+        "--compare", action="store_true", help="--workers 1, --workers 2 and --ray in one run"
+    )
+    parser.add_argument("--json", action="store_true", help="JSON output (the only format)")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 1024 or not 0 < args.seconds <= 600:
         parser.error("--clients must be 1-1024 and --seconds 0-600")
+    if not args.compare:
+        result = _run(args, _server_options(args))
+        if result is None:
+            return 1
+        print(json.dumps(result))
+        return 0 if result["errors"] == 0 else 1
+    import importlib.util
 
+    from topicguard.runtime import available_cores
+
+    setups = {"workers_1": ["--workers", "1"], "workers_2": ["--workers", "2"]}
+    if importlib.util.find_spec("ray") is not None:
+        setups["ray"] = ["--ray", "--replicas", str(max(args.replicas, 2))]
+    runs = {}
+    for name, options in setups.items():
+        result = _run(args, options + _server_options(args, scale=False))
+        if result is None:
+            return 1
+        runs[name] = result
+    cores = available_cores()
+    summary = {
+        "cores": cores,
+        "runs": runs,
+        "workers_2_vs_1": round(
+            runs["workers_2"]["requests_per_second"] / runs["workers_1"]["requests_per_second"], 2
+        ),
+        "requests_per_second_per_core": {
+            name: round(r["requests_per_second"] / cores, 1) for name, r in runs.items()
+        },
+    }
+    print(json.dumps(summary))
+    return 0 if all(r["errors"] == 0 for r in runs.values()) else 1
+
+
+def _server_options(args: argparse.Namespace, *, scale: bool = True) -> list[str]:
+    options = ["--backend", args.backend]
+    options += ["--threads", str(args.threads)] if args.threads else []
+    if scale and args.ray:
+        options += ["--ray", "--replicas", str(args.replicas)]
+    elif scale and args.workers > 1:
+        options += ["--workers", str(args.workers)]
+    return options
+
+
+def _run(args: argparse.Namespace, options: list[str]) -> dict[str, object] | None:
+    """Start ``serve`` with ``options``, drive it, stop it: the result, None on failure."""
     from topicguard.bench import benchmark_texts
 
     port = _free_port()
@@ -119,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             str(args.model),
             "--port",
             str(port),
-            "--backend",
-            args.backend,
-            *(["--threads", str(args.threads)] if args.threads else []),
+            *options,
         ],
         stdout=subprocess.DEVNULL,
         stderr=log,  # a file, not a pipe: a chatty server must never block on a full pipe
@@ -136,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.seek(0)
                 reason = log.read().strip().splitlines()[-1:] or [""]
                 print(f"error: the server exited: {reason[0]}", file=sys.stderr)
-                return 1
+                return None
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
@@ -145,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.1)
         else:
             print("error: the server did not become ready within 60 s", file=sys.stderr)
-            return 1
+            return None
         result = asyncio.run(
             _drive("127.0.0.1", port, benchmark_texts(), args.clients, args.seconds)
         )
@@ -155,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
-    print(json.dumps(result))
-    return 0 if result["errors"] == 0 else 1
+    return dict(result, server=" ".join(options))
 
 
 if __name__ == "__main__":

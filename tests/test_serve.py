@@ -120,7 +120,7 @@ def test_concurrent_requests_are_micro_batched(guard: TopicGuard, tiny_guard: Pa
                 )
                 metrics = (await client.get("/metrics")).text
         assert all(r.status_code == 200 for r in responses)
-        batches = int(
+        batches = float(  # prometheus-client writes every value as a float
             next(
                 line.split()[-1]
                 for line in metrics.splitlines()

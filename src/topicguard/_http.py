@@ -1,5 +1,5 @@
 """The HTTP layer that ``serve`` and ``proxy`` share: bearer-token auth, the body-size limit,
-Prometheus-style metrics and the uvicorn runner.
+Prometheus metrics (``prometheus-client``) and the uvicorn runner, one process or several.
 
 Problems found here are raised as :class:`HttpProblem`; each service turns one into its own
 JSON error shape (``serve``: ``{"error": "…"}``; ``proxy``: OpenAI's, :func:`openai_error`).
@@ -9,7 +9,7 @@ Starlette and uvicorn are imported lazily: importing this module costs nothing.
 from __future__ import annotations
 
 import hmac
-from collections import Counter
+import os
 from typing import Any
 
 from topicguard._exceptions import MissingDependencyError
@@ -23,13 +23,16 @@ __all__ = [
     "openai_error",
     "read_body",
     "run_app",
+    "run_workers",
     "validation_problems",
+    "worker_threads",
 ]
 
 # Where `serve` and `proxy` listen unless told: this machine only.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 1_000_000  # one request body, in bytes: larger ones get 413
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's multiprocess folder
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -101,81 +104,86 @@ async def read_body(request: Any, max_bytes: int) -> bytes:
 
 
 class Metrics:
-    """Counters and histograms in Prometheus' text format, without a dependency.
+    """The service's Prometheus metrics, kept by ``prometheus-client`` in a registry of their
+    own (several apps in one process never share counts).
 
-    ``batches``: render the batch-size histogram (a service that batches texts);
-    ``upstream``: render the count of upstream outcomes (a service with an upstream)."""
+    Under ``topicguard serve --workers N`` (:func:`run_workers` sets
+    ``PROMETHEUS_MULTIPROC_DIR``) every worker writes its counts to that folder and any
+    worker's ``/metrics`` answers the sum over all of them, prometheus-client's multiprocess
+    mode. ``batches``: keep the batch-size histogram (a service that batches texts);
+    ``upstream``: keep the count of upstream outcomes (a service with an upstream)."""
 
     def __init__(self, *, batches: bool = True, upstream: bool = False) -> None:
-        self.requests: Counter[str] = Counter()
-        self.verdicts: Counter[str] = Counter()
-        self.upstream: Counter[str] = Counter()
-        self.latency = [0] * (len(_LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.batches = [0] * (len(_BATCH_BUCKETS) + 1)
-        self.batch_sum = 0
-        self._render_batches = batches
-        self._render_upstream = upstream
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Histogram
+        except ImportError as exc:
+            raise MissingDependencyError("prometheus-client", "serve") from exc
+        self.registry = CollectorRegistry()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self._requests = Counter(
+            "topicguard_requests",
+            "requests answered, by HTTP status",
+            ["status"],
+            registry=self.registry,
+        )
+        self._verdicts = Counter(
+            "topicguard_verdicts",
+            "verdicts given, by whether the text was allowed",
+            ["allowed"],
+            registry=self.registry,
+        )
+        for allowed in ("true", "false"):
+            self._verdicts.labels(allowed)
+        self._latency = Histogram(
+            "topicguard_request_seconds",
+            "seconds from a request's arrival to its answer",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._batches = None
+        if batches:
+            self._batches = Histogram(
+                "topicguard_batch_size",
+                "texts per batch the guard classified",
+                buckets=_BATCH_BUCKETS,
+                registry=self.registry,
+            )
+        self._upstream = None
+        if upstream:
+            self._upstream = Counter(
+                "topicguard_upstream",
+                "upstream answers by HTTP status, or how they failed",
+                ["outcome"],
+                registry=self.registry,
+            )
 
     def observe_request(self, status: int, seconds: float) -> None:
-        self.requests[str(status)] += 1
-        self.latency[_bucket(_LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
+        self._requests.labels(str(status)).inc()
+        self._latency.observe(seconds)
 
     def observe_verdict(self, allowed: bool) -> None:
-        self.verdicts["true" if allowed else "false"] += 1
+        self._verdicts.labels("true" if allowed else "false").inc()
 
     def observe_batch(self, size: int) -> None:
-        self.batches[_bucket(_BATCH_BUCKETS, size)] += 1
-        self.batch_sum += size
+        if self._batches is not None:
+            self._batches.observe(size)
+
+    def observe_upstream(self, outcome: str) -> None:
+        """An upstream answer's status code, or ``timeout``/``unreachable``/``broken``."""
+        if self._upstream is not None:
+            self._upstream.labels(outcome).inc()
 
     def render(self) -> str:
-        lines = ["# TYPE topicguard_requests_total counter"]
-        lines += [
-            f'topicguard_requests_total{{status="{s}"}} {n}'
-            for s, n in sorted(self.requests.items())
-        ]
-        lines.append("# TYPE topicguard_verdicts_total counter")
-        lines += [
-            f'topicguard_verdicts_total{{allowed="{a}"}} {self.verdicts[a]}'
-            for a in ("true", "false")
-        ]
-        if self._render_upstream:
-            lines.append("# TYPE topicguard_upstream_total counter")
-            lines += [
-                f'topicguard_upstream_total{{outcome="{o}"}} {n}'
-                for o, n in sorted(self.upstream.items())
-            ]
-        lines += _histogram(
-            "topicguard_request_seconds", _LATENCY_BUCKETS, self.latency, self.latency_sum
-        )
-        if self._render_batches:
-            lines += _histogram(
-                "topicguard_batch_size", _BATCH_BUCKETS, self.batches, float(self.batch_sum)
-            )
-        return "\n".join(lines) + "\n"
+        """Prometheus' text format: this process's counts, or every worker's summed."""
+        from prometheus_client import CollectorRegistry, generate_latest
 
+        registry = self.registry
+        if self.multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
 
-def _bucket(bounds: tuple[float, ...], value: float) -> int:
-    for i, bound in enumerate(bounds):
-        if value <= bound:
-            return i
-    return len(bounds)
-
-
-def _histogram(name: str, bounds: tuple[float, ...], counts: list[int], total: float) -> list[str]:
-    lines = [f"# TYPE {name} histogram"]
-    running = 0
-    for bound, count in zip(bounds, counts, strict=False):
-        running += count
-        lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
-    running += counts[-1]
-    lines += [
-        f'{name}_bucket{{le="+Inf"}} {running}',
-        f"{name}_sum {total}",
-        f"{name}_count {running}",
-    ]
-    return lines
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+        return generate_latest(registry).decode("utf-8")
 
 
 def validation_problems(exc: Any) -> str:
@@ -192,3 +200,46 @@ def run_app(app: Any, *, host: str, port: int) -> None:
     except ImportError as exc:
         raise MissingDependencyError("uvicorn", "serve") from exc
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def worker_threads(workers: int, threads: int | None) -> int | None:
+    """Inference threads per worker process: as given, else the cores shared out so that
+    workers × threads ≈ cores (None for one worker: the guard takes every core)."""
+    if threads is not None or workers <= 1:
+        return threads
+    from topicguard.runtime import available_cores
+
+    return max(available_cores() // workers, 1)
+
+
+def run_workers(factory: str, *, host: str, port: int, workers: int, env: dict[str, str]) -> None:
+    """Serve the app that ``factory`` (``module:function``) builds in each of ``workers``
+    processes sharing one listening socket (uvicorn's process manager). ``env`` reaches
+    every worker (their configuration); the workers' metrics meet in a temporary folder
+    removed on exit."""
+    import tempfile
+
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise MissingDependencyError("uvicorn", "serve") from exc
+    with tempfile.TemporaryDirectory(prefix="topicguard-metrics-") as metrics_dir:
+        saved = {k: os.environ.get(k) for k in [*env, MULTIPROC_ENV]}
+        os.environ.update(env)
+        os.environ[MULTIPROC_ENV] = metrics_dir
+        try:
+            uvicorn.run(
+                factory,
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                timeout_graceful_shutdown=30,
+            )
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -106,14 +106,14 @@ class Upstream:
         import httpx
 
         if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
-            self.metrics.upstream["timeout"] += 1
+            self.metrics.observe_upstream("timeout")
             message = f"the upstream {self.base} did not answer within {self.timeout_s:g} s"
             return HttpProblem(504, message, "upstream_timeout")
         if isinstance(exc, httpx.ConnectError):
-            self.metrics.upstream["unreachable"] += 1
+            self.metrics.observe_upstream("unreachable")
             message = f"cannot reach the upstream {self.base}: {_describe(exc)}"
             return HttpProblem(502, message, "upstream_unreachable")
-        self.metrics.upstream["broken"] += 1
+        self.metrics.observe_upstream("broken")
         message = f"the upstream {self.base} broke off its answer: {_describe(exc)}"
         return HttpProblem(502, message, "bad_gateway")
 
@@ -121,7 +121,7 @@ class Upstream:
         from starlette.background import BackgroundTask
         from starlette.responses import Response, StreamingResponse
 
-        self.metrics.upstream[str(answer.status_code)] += 1
+        self.metrics.observe_upstream(str(answer.status_code))
         response: Any
         if body is not None:
             response = Response(body, status_code=answer.status_code)

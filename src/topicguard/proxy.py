@@ -26,8 +26,10 @@ upstream, unless the proxy has a key of its own (then only ``upstream_key`` is s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -48,7 +50,9 @@ from topicguard._http import (
     openai_error,
     read_body,
     run_app,
+    run_workers,
     validation_problems,
+    worker_threads,
 )
 from topicguard._upstream import Upstream
 from topicguard.decisions import DEFAULT_MAX_MB
@@ -466,6 +470,64 @@ def run(
     host: str,
     port: int,
     spec: GuardSpec | None = None,
+    workers: int = 1,
+    threads: int | None = None,
 ) -> None:
-    """Serve until interrupted; in-flight requests finish before the process exits."""
-    run_app(create_proxy_app(guard, upstream, config, spec=spec), host=host, port=port)
+    """Serve until interrupted; in-flight requests finish before the process exits.
+
+    ``workers`` > 1: that many processes share the port, each loading its own copy of
+    ``guard`` (from its folder, same backend) with ``threads`` inference threads (default:
+    the cores shared out among them)."""
+    config = config or ProxyConfig()
+    if workers <= 1:
+        run_app(create_proxy_app(guard, upstream, config, spec=spec), host=host, port=port)
+        return
+    if config.decision_log is not None:
+        raise DataError(
+            "a decision log takes one writer: run the proxy with --workers 1, or one proxy "
+            "per log file"
+        )
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if not k.endswith("key")}
+    setup = {
+        "model_dir": str(guard.path),
+        "backend": guard.backend_name,
+        "threads": worker_threads(workers, threads),
+        "second_opinion": guard.multilingual is None or guard.second_opinion_band is not None,
+        "upstream": upstream,
+        "spec": spec.model_dump(mode="json") if spec is not None else None,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()},
+    }
+    env = {_SETUP_ENV: json.dumps(setup)}
+    for name, value in ((_KEY_ENV, config.api_key), (_UPSTREAM_KEY_ENV, config.upstream_key)):
+        if value:
+            env[name] = value
+    run_workers(f"{__name__}:app_from_environment", host=host, port=port, workers=workers, env=env)
+
+
+_SETUP_ENV = "TOPICGUARD_PROXY_SETUP"
+_KEY_ENV = "TOPICGUARD_PROXY_API_KEY"  # keys travel in variables of their own, never in JSON
+_UPSTREAM_KEY_ENV = "TOPICGUARD_PROXY_UPSTREAM_KEY"
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process, set up by :func:`run` through the environment."""
+    from topicguard.runtime import TopicGuard
+
+    setup = json.loads(os.environ[_SETUP_ENV])
+    guard = TopicGuard.load(
+        setup["model_dir"],
+        backend=setup["backend"],
+        threads=setup["threads"],
+        second_opinion=setup["second_opinion"],
+    )
+    fields = setup["config"]
+    for name in ("decision_log", "review_dir", "report_dir"):  # the Path fields
+        if fields.get(name) is not None:
+            fields[name] = Path(fields[name])
+    config = ProxyConfig(
+        **fields,
+        api_key=os.environ.get(_KEY_ENV) or None,
+        upstream_key=os.environ.get(_UPSTREAM_KEY_ENV) or None,
+    )
+    spec = GuardSpec.model_validate(setup["spec"]) if setup["spec"] is not None else None
+    return create_proxy_app(guard, setup["upstream"], config, spec=spec)

@@ -5,7 +5,8 @@
   ``TopicGuard.classify_conversation``) →
   ``{"results": [{"label", "score", "allowed"}], "model": …}``
 - ``GET /healthz`` (the process is up), ``GET /readyz`` (the model is loaded and warm),
-  ``GET /metrics`` (Prometheus text: requests, latency, verdicts, batch sizes)
+  ``GET /metrics`` (Prometheus text: requests, latency, verdicts, batch sizes; with
+  ``--workers N``, summed over the worker processes)
 - ``GET /``: the web page (:mod:`topicguard.ui`: try it, guard card, review), unless ``ui``
   is off
 
@@ -19,8 +20,11 @@ verdict is also appended to a decision log (:mod:`topicguard.decisions`) off the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import json
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,7 +40,9 @@ from topicguard._http import (
     check_key,
     read_body,
     run_app,
+    run_workers,
     validation_problems,
+    worker_threads,
 )
 from topicguard._http import Metrics as _Metrics
 from topicguard.decisions import DEFAULT_MAX_MB
@@ -177,8 +183,12 @@ class ClassifyResponse(BaseModel):
     model: str
 
 
-def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
-    """The FastAPI app. ``guard`` (a loaded ``TopicGuard``) skips loading, for tests."""
+def create_app(config: ServeConfig, *, guard: Any = None, batcher: Any = None) -> Any:
+    """The FastAPI app. ``guard`` (a loaded ``TopicGuard``) skips loading, for tests.
+    ``batcher(guard, config, metrics)`` builds what gathers requests into batches (default:
+    one worker thread; Ray Serve's ``@serve.batch`` in :mod:`topicguard.integrations.ray`):
+    an object with ``start()``, ``async classify(texts)``,
+    ``async classify_conversation(messages)`` and ``async stop()``."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse, PlainTextResponse
@@ -211,15 +221,15 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
                 max_mb=config.log_max_mb,
                 model=getattr(loaded, "fingerprint", None),
             )
-        batcher = _Batcher(loaded, config, metrics)
-        batcher.start()
-        state.update(guard=loaded, batcher=batcher, decisions=decisions, ready=True)
+        batching = (batcher or _Batcher)(loaded, config, metrics)
+        batching.start()
+        state.update(guard=loaded, batcher=batching, decisions=decisions, ready=True)
         logger.info("serving %s (%s backend)", config.model_dir, loaded.backend_name)
         try:
             yield
         finally:
             state["ready"] = False
-            await batcher.stop()
+            await batching.stop()
             if decisions is not None:
                 decisions.close()
 
@@ -236,7 +246,8 @@ def create_app(config: ServeConfig, *, guard: Any = None) -> Any:
     async def readyz() -> Any:
         if not state["ready"]:
             return error(503, "the model is still loading")
-        return {"status": "ready", "backend": state["guard"].backend_name}
+        # the process id tells which of `--workers N` processes answered
+        return {"status": "ready", "backend": state["guard"].backend_name, "pid": os.getpid()}
 
     @app.get("/metrics")
     async def prometheus() -> Any:
@@ -356,6 +367,44 @@ def _mount_ui(app: Any, config: ServeConfig, state: dict[str, Any]) -> None:
     mount_ui(app, ui, worker_runner(ready, config.request_timeout_s))
 
 
-def run(config: ServeConfig, *, host: str, port: int, guard: Any = None) -> None:
-    """Serve until interrupted; in-flight requests finish before the process exits."""
-    run_app(create_app(config, guard=guard), host=host, port=port)
+def run(config: ServeConfig, *, host: str, port: int, guard: Any = None, workers: int = 1) -> None:
+    """Serve until interrupted; in-flight requests finish before the process exits.
+
+    ``workers`` > 1: that many processes share the port, each loading its own guard with
+    ``config.threads`` inference threads (default: the cores shared out among them)."""
+    if workers <= 1:
+        run_app(create_app(config, guard=guard), host=host, port=port)
+        return
+    if config.decision_log is not None:
+        raise DataError(
+            "a decision log takes one writer: serve with --workers 1, or run one server per "
+            "log file"
+        )
+    config = dataclasses.replace(config, threads=worker_threads(workers, config.threads))
+    env = {_CONFIG_ENV: _config_to_json(config)}
+    if config.api_key:
+        env[_KEY_ENV] = config.api_key
+    run_workers(f"{__name__}:app_from_environment", host=host, port=port, workers=workers, env=env)
+
+
+_CONFIG_ENV = "TOPICGUARD_SERVE_CONFIG"
+_KEY_ENV = "TOPICGUARD_SERVE_API_KEY"  # the key travels as the CLI reads it, not in the JSON
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process, configured by :func:`run` through the environment."""
+    return create_app(_config_from_json(os.environ[_CONFIG_ENV], os.environ.get(_KEY_ENV)))
+
+
+def _config_to_json(config: ServeConfig) -> str:
+    fields = dataclasses.asdict(config)
+    fields.pop("api_key")
+    return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in fields.items()})
+
+
+def _config_from_json(text: str, api_key: str | None) -> ServeConfig:
+    fields = json.loads(text)
+    for name in ("model_dir", "decision_log", "review_dir", "report_dir"):
+        if fields.get(name) is not None:
+            fields[name] = Path(fields[name])
+    return ServeConfig(**fields, api_key=api_key or None)

@@ -304,17 +304,16 @@ def classify(
     model: Annotated[Path, typer.Argument(help="model folder written by `topicguard train`")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="texts to judge")] = None,  # noqa: UP045
     input_file: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[str],  # noqa: UP045
         typer.Option(
             "--input",
-            exists=True,
-            dir_okay=False,
-            help=".txt (one text per line) or a dataset with a text column",
+            help=".txt (one text per line) or a dataset with a text column; or a folder or "
+            "glob of .jsonl/.csv/.parquet partitions (then --output is a folder)",
         ),
     ] = None,
     output: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option(dir_okay=False, help="write JSON lines here instead of stdout"),
+        typer.Option(help="write JSON lines here instead of stdout (partitions: a folder)"),
     ] = None,
     threads: Annotated[
         Optional[int],  # noqa: UP045
@@ -322,12 +321,39 @@ def classify(
     ] = None,
     backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")] = "auto",
     second_opinion: SecondOpinion = True,
+    engine: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="partitions: local (this process) or ray (Ray Data)"),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option(help="partitions: parquet or jsonl files in --output")
+    ] = "parquet",
+    actors: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="--engine ray: guard actors (default: one per CPU)"),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="partitions: replace --output")] = False,
 ) -> None:
     """Judge texts: one JSON line each with text, label, score (on topic) and allowed."""
     with clean_errors():
         from topicguard.data import read_texts, write_jsonl
         from topicguard.runtime import TopicGuard
 
+        if engine is not None or (input_file is not None and _is_partitions(input_file)):
+            _classify_partitions(
+                model,
+                texts,
+                input_file,
+                output,
+                engine or "local",
+                output_format,
+                threads=threads,
+                backend=backend,
+                second_opinion=second_opinion,
+                actors=actors,
+                overwrite=overwrite,
+            )
+            return
         items = list(texts or [])
         for i, text in enumerate(items, start=1):
             if not text.strip():
@@ -336,17 +362,58 @@ def classify(
             items += read_texts(input_file)
         if not items:
             raise usage_error("nothing to classify: pass texts or --input FILE")
+        if output is not None:
+            require_jsonl(output, "--output")
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
         )
         rows = [v.to_dict() for v in guard.classify(items)]
         if output is not None:
-            require_jsonl(output, "--output")
             write_jsonl(output, rows)
             logger.info("%d verdicts written to %s", len(rows), output)
         else:
             for row in rows:
                 typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+def _is_partitions(source: str) -> bool:
+    """A folder or a glob: batch scoring into an output folder."""
+    return Path(source).is_dir() or any(ch in source for ch in "*?[")
+
+
+def _classify_partitions(
+    model: Path,
+    texts: list[str] | None,
+    source: str | None,
+    output: Path | None,
+    engine: str,
+    output_format: str,
+    **options: Any,
+) -> None:
+    from topicguard.folder import GuardMetadata
+    from topicguard.score import ENGINES, OUTPUT_FORMATS, ScoreJob, find_partitions, score
+
+    if engine not in ENGINES:
+        raise usage_error(f"--engine {engine!r}: use local or ray")
+    if output_format not in OUTPUT_FORMATS:
+        raise usage_error(f"--output-format {output_format!r}: use parquet or jsonl")
+    if texts:
+        raise usage_error("pass texts or --input partitions, not both")
+    if source is None or output is None:
+        raise usage_error("batch scoring needs --input DIR_OR_GLOB and --output DIR")
+    if output.exists() and not options["overwrite"]:
+        raise usage_error(f"--output {output} exists: pick a new folder or pass --overwrite")
+    GuardMetadata.read(model)  # a bad model folder is one line before any partition is read
+    job = ScoreJob(
+        model_dir=model,
+        partitions=find_partitions(source),
+        output=output,
+        output_format=output_format,
+        engine=engine,
+        **options,
+    )
+    count = score(job)
+    logger.info("%d verdicts in %d partitions written to %s", count, len(job.partitions), output)
 
 
 @app.command()
@@ -463,7 +530,15 @@ Port = Annotated[int, typer.Option(min=1, max=65535, help="port")]
 BackendName = Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8")]
 Threads = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option(min=1, help="CPU threads for inference"),
+    typer.Option(min=1, help="CPU threads for inference (per worker)"),
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="server processes sharing the port, each with its own guard and "
+        "cores/workers inference threads unless --threads says otherwise",
+    ),
 ]
 Ui = Annotated[
     bool, typer.Option("--ui/--no-ui", help="serve the web page at / (try it, guard card, review)")
@@ -516,6 +591,16 @@ def serve(
     ui: Ui = True,
     review_dir: ReviewDir = None,
     report: ReportDir = None,
+    workers: Workers = 1,
+    on_ray: Annotated[
+        bool,
+        typer.Option("--ray", help="serve on Ray Serve (pip install 'topicguard[ray]')"),
+    ] = False,
+    replicas: Annotated[int, typer.Option(min=1, help="--ray: replicas of the guard")] = 1,
+    autoscale: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="--ray: MIN:MAX replicas, scaled by load (instead of --replicas)"),
+    ] = None,
 ) -> None:
     """Serve the guard over HTTP: POST /v1/classify, /healthz, /readyz, /metrics, and the web
     page at / (try it, guard card, review)."""
@@ -523,8 +608,15 @@ def serve(
         from topicguard.runtime import TopicGuard
         from topicguard.serve import ServeConfig, run
 
+        if (workers > 1 or on_ray) and log is not None:
+            raise usage_error("--log takes one writer: use --workers 1 with a decision log")
+        if not on_ray and (autoscale is not None or replicas != 1):
+            raise usage_error("--replicas and --autoscale go with --ray")
+        if on_ray and workers > 1:
+            raise usage_error("--ray scales with --replicas or --autoscale, not --workers")
         _check_log(log, log_texts)
-        # Load here, not in the server's start-up, so a bad folder or backend is one line.
+        # Load here, not in the server's start-up, so a bad folder or backend is one line
+        # (with --workers or --ray, each worker or replica then loads its own).
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
         )
@@ -544,7 +636,27 @@ def serve(
             report_dir=report,
         )
         logger.info("listening on http://%s:%d (auth %s)", host, port, "on" if api_key else "off")
-        run(config, host=host, port=port, guard=guard)
+        if on_ray:
+            del guard
+            _serve_on_ray(config, host=host, port=port, replicas=replicas, autoscale=autoscale)
+        elif workers > 1:
+            del guard
+            run(config, host=host, port=port, workers=workers)
+        else:
+            run(config, host=host, port=port, guard=guard)
+
+
+def _serve_on_ray(
+    config: Any, *, host: str, port: int, replicas: int, autoscale: str | None
+) -> None:
+    from topicguard.integrations.ray import deployment, parse_autoscale, run_serve
+
+    scale = parse_autoscale(autoscale) if autoscale is not None else None
+    run_serve(
+        deployment(config.model_dir, replicas=replicas, autoscale=scale, config=config),
+        host=host,
+        port=port,
+    )
 
 
 LogFile = Annotated[
@@ -620,6 +732,7 @@ def proxy(
     ui: Ui = True,
     review_dir: ReviewDir = None,
     report: ReportDir = None,
+    workers: Workers = 1,
 ) -> None:
     """Guard an OpenAI-compatible LLM: POST /v1/chat/completions, GET /v1/models, probes, and
     the web page at / (try it, guard card, review)."""
@@ -637,6 +750,8 @@ def proxy(
             if not upstream_key:
                 raise usage_error(f"--upstream-key-env: {upstream_key_env} is not set or empty")
         guard_spec = load_spec(spec) if spec is not None else None
+        if workers > 1 and log is not None:
+            raise usage_error("--log takes one writer: use --workers 1 with a decision log")
         _check_log(log, log_texts)
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
@@ -659,7 +774,16 @@ def proxy(
             base,
             "on" if api_key else "off",
         )
-        run(guard, upstream, config, host=host, port=port, spec=guard_spec)
+        run(
+            guard,
+            upstream,
+            config,
+            host=host,
+            port=port,
+            spec=guard_spec,
+            workers=workers,
+            threads=threads,
+        )
 
 
 def _evaluate_conversations(
