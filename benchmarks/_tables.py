@@ -310,3 +310,80 @@ def conversations(record: Record) -> str:
             f"| {what} | {_share(m['false_block_rate'])} | {_share(m['leak_rate'])} | {per_lang} |"
         )
     return "\n".join(lines + measured_by(record)) + "\n"
+
+
+def scaling(record: Record) -> str:
+    """``benchmarks/load.py --compare``: the same load against ``serve --workers 1``,
+    ``--workers 2`` and the Ray Serve deployment, one after the other in one run."""
+    r = record["result"]
+    names = {"workers_1": "`serve --workers 1`", "workers_2": "`serve --workers 2`"}
+    lines = [
+        "| server | clients | requests/s | per core | p50 ms | p99 ms | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, run in r["runs"].items():
+        label = names.get(name, "`serve --ray --replicas 2`" if name == "ray" else name)
+        lines.append(
+            f"| {label} | {run['clients']} | {run['requests_per_second']:,.0f} | "
+            f"{r['requests_per_second_per_core'][name]:,.0f} | {run['p50_ms']:.1f} | "
+            f"{run['p99_ms']:.1f} | {run['errors']:,} |"
+        )
+    lines += [
+        "",
+        f"`--workers 2` against `--workers 1`: {r['workers_2_vs_1']:.2f}x the requests per "
+        f"second, {r['cores']} cores shared by the servers and the load client.",
+    ]
+    return "\n".join(lines + measured_by(record)) + "\n"
+
+
+def batch_score(record: Record) -> str:
+    """``benchmarks/batch_score.py``: ``classify --input DIR --output DIR`` on the local engine
+    and on Ray Data, the same partitions."""
+    r = record["result"]
+    lines = [
+        f"{r['n']:,} messages in {r['partitions']} JSONL partitions, {r['cores']} cores.",
+        "",
+        "| engine | seconds | messages/s | per core |",
+        "| --- | --- | --- | --- |",
+    ]
+    for engine, label in (("local", "local"), ("ray", "Ray Data")):
+        run = r[engine]
+        lines.append(
+            f"| {label} | {run['seconds']:,.1f} | {run['messages_per_second']:,.0f} | "
+            f"{run['messages_per_second_per_core']:,.0f} |"
+        )
+    same = "the same verdicts" if r["same_verdicts"] else "verdicts that DIFFER"
+    lines += [
+        "",
+        f"Ray Data at {r['ray_vs_local']:.2f}x the local engine's rate, {same}; Ray's start-up "
+        f"({r['ray_start_seconds']:.1f} s) is not counted.",
+    ]
+    return "\n".join(lines + measured_by(record)) + "\n"
+
+
+def capacity(record: Record) -> str:
+    """The README's sizing paragraph, from ``benchmarks/load.py --compare``: requests per
+    second per core as measured, and the cores 10,000 requests per second would need."""
+    import math
+
+    r = record["result"]
+    per_core = {name: r["requests_per_second_per_core"][name] for name in r["runs"]}
+    local = {name: rate for name, rate in per_core.items() if name.startswith("workers_")}
+    best_name = max(local, key=lambda name: local[name])
+    best = local[best_name]
+    cores = math.ceil(10_000 / best)
+    ray = (
+        f"; Ray Serve with two replicas on the same cores: {per_core['ray']:,.0f}"
+        if "ray" in per_core
+        else ""
+    )
+    text = (
+        f"Measured on {r['cores']} cores with 64 clients on the same machine: `serve --workers 1` "
+        f"answers {per_core['workers_1']:,.0f} requests/s per core, `--workers 2` "
+        f"{per_core['workers_2']:,.0f} ({r['workers_2_vs_1']:.2f}x the single process){ray}. "
+        f"At the best of these, {best:,.0f} requests/s per core, 10,000 requests/s need about "
+        f"{cores:,} cores: {math.ceil(cores / 2):,} two-core replicas, or "
+        f"{math.ceil(cores / 8):,} eight-core machines with `--workers 8`, before headroom for "
+        "peaks (the load client shared the cores here, so a dedicated server does better)."
+    )
+    return text + "\n\n" + measured_by(record)[1] + "\n"

@@ -32,7 +32,9 @@ BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(.*?)(<!-- /results:(?
 
 RENDERERS: dict[str, Callable[..., str]] = {
     "averaging": _recipe_tables.averaging,
+    "batch_score": _tables.batch_score,
     "bench": _tables.bench,
+    "capacity": _tables.capacity,
     "compare": _recipe_tables.compare,
     "conversations": _tables.conversations,
     "cross_dataset": _recipe_tables.cross_dataset,
@@ -41,6 +43,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
     "proxy": _tables.proxy,
     "reference": _recipe_tables.reference,
     "robustness": _tables.robustness,
+    "scaling": _tables.scaling,
     "shipped": _tables.shipped,
     "summary": _tables.summary,
     "train_speed": _recipe_tables.train_speed,
@@ -48,6 +51,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
 # a block rendered from other files than its own results/NAME.json: the first is required,
 # the others are optional (the table leaves out their rows when they are absent or skipped)
 SOURCES: dict[str, tuple[str, ...]] = {
+    "capacity": ("scaling",),
     "languages": ("shipped",),
     "reference": ("reference", "reference_clustered"),
     "summary": ("shipped", "train_speed", "bench"),

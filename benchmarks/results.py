@@ -15,6 +15,7 @@ results-training``: ``train_speed`` and ``averaging``, an hour or more on 2 core
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -40,6 +41,7 @@ class Benchmark:
     name: str
     command: list[str]
     needs_reference: bool = False
+    needs_ray: bool = False  # the `ray` extra (Ray Data, Ray Serve)
 
     @property
     def shown(self) -> str:
@@ -91,6 +93,17 @@ def guard_benchmarks(args: argparse.Namespace) -> list[Benchmark]:
             + _flag("--requests", args.requests),
         ),
         Benchmark(
+            "scaling",
+            [*f"{script}load.py".split(), model, "--compare", "--json"]
+            + _flag("--clients", args.clients)
+            + _flag("--seconds", args.seconds),
+        ),
+        Benchmark(
+            "batch_score",
+            [*f"{script}batch_score.py".split(), model, "--json"] + _flag("--n", args.limit),
+            needs_ray=True,
+        ),
+        Benchmark(
             "robustness",
             [*f"{script}robustness.py --model".split(), model, "--json"]
             + _flag("--limit", args.limit),
@@ -128,6 +141,11 @@ def run(benchmark: Benchmark, results: Path) -> str:
             print(f"{benchmark.name}: skipped, {exc}")
             _common.write_result(target, benchmark.shown, skipped=str(exc))
             return "skipped"
+    if benchmark.needs_ray and importlib.util.find_spec("ray") is None:
+        reason = "Ray is not installed: pip install 'topicguard[ray]'"
+        print(f"{benchmark.name}: skipped, {reason}")
+        _common.write_result(target, benchmark.shown, skipped=reason)
+        return "skipped"
     print(f"{benchmark.name}: {benchmark.shown}", flush=True)
     started = time.perf_counter()
     done = subprocess.run(benchmark.argv(), cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -124,7 +124,8 @@ def test_make_results_renders_every_table_from_a_tiny_guard(
 
     records = {path.stem: json.loads(path.read_text()) for path in results.glob("*.json")}
     trained = {"reference", "reference_clustered", "cross_dataset", "compare"}
-    assert set(records) >= {"shipped", "conversations", "bench", "load", "proxy"} | trained
+    measured = {"shipped", "conversations", "bench", "load", "proxy", "scaling"}
+    assert set(records) >= measured | trained
     for name, record in records.items():
         if name == "train_speed":
             continue
@@ -160,6 +161,15 @@ def test_make_results_renders_every_table_from_a_tiny_guard(
         direction = r["cross_dataset"]["directions"]["bundled_to_reference"]
         assert f"| {direction['f1']:.3f} |" in blocks["cross_dataset"]
         assert f"| {r['compare']['reference']['tfidf_logreg']['f1']:.3f} |" in blocks["compare"]
+
+    scaling = _blocks((docs / "scaling.md").read_text())
+    assert f"{r['scaling']['workers_2_vs_1']:.2f}x the requests" in scaling["scaling"]
+    if "result" in records["batch_score"]:  # skipped without the `ray` extra
+        assert f"{r['batch_score']['ray_vs_local']:.2f}x" in scaling["batch_score"]
+        assert r["batch_score"]["same_verdicts"] is True
+
+    capacity = _blocks(readme.read_text())["capacity"]
+    assert f"({r['scaling']['workers_2_vs_1']:.2f}x the single process)" in capacity
 
     summary = _blocks(readme.read_text())["summary"]
     assert f"`{tiny_guard}`" in summary.replace(str(ROOT) + "/", "")
