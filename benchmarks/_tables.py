@@ -352,7 +352,15 @@ def batch_score(record: Record) -> str:
             f"| {label} | {run['seconds']:,.1f} | {run['messages_per_second']:,.0f} | "
             f"{run['messages_per_second_per_core']:,.0f} |"
         )
-    same = "the same verdicts" if r["same_verdicts"] else "verdicts that DIFFER"
+    if r["same_verdicts"]:
+        same = "the same verdicts"
+    elif "different_verdicts" in r:
+        same = (
+            f"{r['different_verdicts']:,} of {r['n']:,} verdicts different (an int8 graph "
+            "quantises each batch with its own range; see Batches above)"
+        )
+    else:
+        same = "some verdicts different (an int8 graph quantises each batch with its own range)"
     lines += [
         "",
         f"Ray Data at {r['ray_vs_local']:.2f}x the local engine's rate, {same}; Ray's start-up "
