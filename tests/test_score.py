@@ -136,3 +136,29 @@ def test_bad_options_are_one_line(
     args = ["classify", str(tiny_guard), "--input", str(source), "--output", str(tmp_path / "o")]
     result = runner.invoke(app, [*args, *extra])
     assert result.exit_code == 1 and message in result.stderr
+
+
+def test_an_empty_partition_is_an_empty_partition_not_a_failed_job(
+    tiny_guard: Path, tmp_path: Path
+) -> None:
+    """As on Ray: a partition with no text left gives an empty part with classify's columns."""
+    source, out = partitions(tmp_path / "in"), tmp_path / "out"
+    (source / "d.jsonl").write_text('{"text": "   "}\n', encoding="utf-8")
+    args = ["classify", str(tiny_guard), "--input", str(source), "--output", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    empty = pd.read_parquet(out / "part-00003.parquet")
+    assert len(empty) == 0
+    assert list(empty.columns) == list(expected(tiny_guard).columns)
+    assert len(read_output(out)) == len(TEXTS)
+
+
+def test_the_output_folder_may_not_hold_the_input(tiny_guard: Path, tmp_path: Path) -> None:
+    source = partitions(tmp_path / "in")
+    before = sorted(p.name for p in source.iterdir())
+    for out in (source, tmp_path):
+        args = ["classify", str(tiny_guard), "--input", str(source), "--output", str(out)]
+        result = runner.invoke(app, [*args, "--overwrite"])
+        assert result.exit_code == 1
+        assert "holds the input" in result.output and len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in source.iterdir()) == before  # the input is untouched

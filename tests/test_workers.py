@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from topicguard.cli import app
@@ -85,6 +86,19 @@ def test_workers_with_a_decision_log_is_one_clear_line(tiny_guard: Path, tmp_pat
     assert result.exit_code != 0
     assert "--workers 1" in result.output
     assert not log.exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "proxy"])
+def test_workers_with_a_review_folder_is_one_clear_line(
+    command: str, tiny_guard: Path, tmp_path: Path
+) -> None:
+    """Each worker would keep its own review progress and overwrite the others' labels."""
+    args = [command, str(tiny_guard), "--workers", "2", "--review-dir", str(tmp_path)]
+    if command == "proxy":
+        args += ["--upstream", "http://127.0.0.1:9/v1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    assert "--review-dir takes one writer" in result.output
 
 
 def test_the_worker_configuration_travels_without_the_key(tiny_guard: Path) -> None:

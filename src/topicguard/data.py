@@ -173,9 +173,10 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     ]
 
 
-def read_texts(path: str | Path) -> list[str]:
+def read_texts(path: str | Path, *, allow_empty: bool = False) -> list[str]:
     """Texts to classify: a ``.txt`` file (one per line) or any dataset with a ``text`` column.
-    Blank entries are skipped with a warning."""
+    Blank entries are skipped with a warning; a file with no text at all is an error unless
+    ``allow_empty`` (one partition of many may be empty)."""
     path = Path(path)
     if path.suffix.lower() == ".txt":
         _check_readable(path)
@@ -193,7 +194,7 @@ def read_texts(path: str | Path) -> list[str]:
     texts = [str(v).strip() for v in values if v is not None and str(v).strip()]
     if len(texts) < len(values):
         logger.warning("%s: skipped %d blank entries", path, len(values) - len(texts))
-    if not texts:
+    if not texts and not allow_empty:
         raise DataError(f"{path}: no texts to classify")
     return texts
 

@@ -487,6 +487,8 @@ def run(
             "a decision log takes one writer: run the proxy with --workers 1, or one proxy "
             "per log file"
         )
+    if config.review_dir is not None:
+        raise DataError("reviewing takes one writer: run the proxy's --review-dir with --workers 1")
     fields = {k: v for k, v in dataclasses.asdict(config).items() if not k.endswith("key")}
     setup = {
         "model_dir": str(guard.path),

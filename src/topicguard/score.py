@@ -86,6 +86,12 @@ def score(job: ScoreJob) -> int:
         raise DataError(f"unknown output format {job.output_format!r}: use parquet or jsonl")
     if job.output.exists() and not job.overwrite:
         raise DataError(f"{job.output} exists: pick a new folder or pass --overwrite")
+    output = job.output.resolve()
+    for partition in job.partitions:  # --overwrite would replace the input with the scores
+        if output in partition.resolve().parents:
+            raise DataError(
+                f"--output {job.output} holds the input {partition}: write to another folder"
+            )
     if job.engine == "ray":
         from topicguard.integrations.ray import require_ray, score_with_ray
 
@@ -116,10 +122,12 @@ def clean_texts(values: Any) -> list[str]:
     return texts
 
 
-def write_partition(rows: list[dict[str, Any]], path: Path, output_format: str) -> None:
+def write_partition(
+    rows: list[dict[str, Any]], path: Path, output_format: str, columns: list[str]
+) -> None:
     import pandas as pd
 
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=columns)  # an empty partition keeps the columns
     if output_format == "parquet":
         from topicguard._exceptions import MissingDependencyError
 
@@ -138,12 +146,16 @@ def _score_locally(job: ScoreJob, out: Path) -> int:
     guard = TopicGuard.load(
         job.model_dir, backend=job.backend, threads=job.threads, second_opinion=job.second_opinion
     )
+    columns = ["text", "label", "score", "allowed"]
+    if guard.languages:
+        columns += ["lang", "lang_supported"]
     count = 0
     for index, path in enumerate(job.partitions):  # one partition in memory at a time
-        texts = read_texts(path)
+        texts = read_texts(path, allow_empty=True)  # an empty one: an empty partition, as on Ray
         rows: list[dict[str, Any]] = []
         for start in range(0, len(texts), job.batch_size):
             rows += verdict_rows(guard, texts[start : start + job.batch_size], job.batch_size)
-        write_partition(rows, out / f"part-{index:05d}.{job.output_format}", job.output_format)
+        target = out / f"part-{index:05d}.{job.output_format}"
+        write_partition(rows, target, job.output_format, columns)
         count += len(rows)
     return count

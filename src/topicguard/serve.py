@@ -380,6 +380,8 @@ def run(config: ServeConfig, *, host: str, port: int, guard: Any = None, workers
             "a decision log takes one writer: serve with --workers 1, or run one server per "
             "log file"
         )
+    if config.review_dir is not None:
+        raise DataError("reviewing takes one writer: serve --review-dir with --workers 1")
     config = dataclasses.replace(config, threads=worker_threads(workers, config.threads))
     env = {_CONFIG_ENV: _config_to_json(config)}
     if config.api_key:

@@ -610,6 +610,8 @@ def serve(
 
         if (workers > 1 or on_ray) and log is not None:
             raise usage_error("--log takes one writer: use --workers 1 with a decision log")
+        if (workers > 1 or on_ray) and review_dir is not None:
+            raise usage_error("--review-dir takes one writer: use --workers 1 to review")
         if not on_ray and (autoscale is not None or replicas != 1):
             raise usage_error("--replicas and --autoscale go with --ray")
         if on_ray and workers > 1:
@@ -752,6 +754,8 @@ def proxy(
         guard_spec = load_spec(spec) if spec is not None else None
         if workers > 1 and log is not None:
             raise usage_error("--log takes one writer: use --workers 1 with a decision log")
+        if workers > 1 and review_dir is not None:
+            raise usage_error("--review-dir takes one writer: use --workers 1 to review")
         _check_log(log, log_texts)
         guard = TopicGuard.load(
             model, backend=backend, threads=threads, second_opinion=second_opinion
