@@ -144,7 +144,6 @@ def train(
         calibration.objective,
         len(val_rows),
     )
-    given_rows = [e for e in train_rows if not is_augmented(e)]
     record = _record(tuning, kept, freeze, train_rows, len(val_rows), data_files, spec)
     record["metrics"] = {"validation": calibration.metrics}
     metadata = _metadata(calibration, served, tuning, config, spec, routing, record)
@@ -158,7 +157,7 @@ def train(
         runs=config.soup,
         best_run=kept.best_run,
         train_seconds=kept.seconds,
-        n_train=len(given_rows),
+        n_train=record["data"]["n_train"],
         n_validation=len(val_rows),
         calibration=calibration,
         timings=tuning.clock.timings,
@@ -302,14 +301,15 @@ def _fine_tune(tuning: FineTuning, n_validation: int) -> _Kept:
             model.load_state_dict(start)  # every run of a soup starts from the same weights
         runs.append(tuning.run(run))
     seconds = time.perf_counter() - started
-    kept = _choose_weights(tuning, runs, n_validation)
-    kept.seconds = seconds
+    kept = _choose_weights(tuning, runs, n_validation, seconds)
     if model.config._attn_implementation != attention:
         model.set_attn_implementation(attention)
     return kept
 
 
-def _choose_weights(tuning: FineTuning, runs: list[RunResult], n_validation: int) -> _Kept:
+def _choose_weights(
+    tuning: FineTuning, runs: list[RunResult], n_validation: int, seconds: float
+) -> _Kept:
     """Load the mean of the runs' last epochs, or the best single epoch when it is more
     accurate by over one standard error (:func:`keep_mean`)."""
     history = [entry for r in runs for entry in r.history]
@@ -341,7 +341,7 @@ def _choose_weights(tuning: FineTuning, runs: list[RunResult], n_validation: int
     if not mean_kept:
         averaged_epochs = []
         tuning.model.load_state_dict(best.best_state)
-    return _Kept(best.best_epoch, best.run, averaged_epochs, history, 0.0)
+    return _Kept(best.best_epoch, best.run, averaged_epochs, history, seconds)
 
 
 def _calibrate(
@@ -402,7 +402,6 @@ def _record(
             "augmented": count_augmented(train_rows),
             "n_validation": n_validation,
         },
-        "metrics": {},
         "spec": spec.model_dump(mode="json") if spec else None,
     }
 
