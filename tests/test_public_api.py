@@ -74,6 +74,7 @@ PUBLIC = {
     ],
     "topicguard.data": [
         "Example",
+        "clean_texts",
         "normalize_text",
         "parse_label",
         "read_dataset",

@@ -25,6 +25,7 @@ from topicguard._io import atomic_write_text
 
 __all__ = [
     "Example",
+    "clean_texts",
     "normalize_text",
     "parse_label",
     "read_dataset",
@@ -173,6 +174,12 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     ]
 
 
+def clean_texts(values: Iterable[Any]) -> list[str]:
+    """Texts as ``classify`` takes them: strings, stripped, blanks and missing values (None,
+    NaN) dropped."""
+    return [text for value in values if (text := _optional_str(value))]
+
+
 def read_texts(path: str | Path, *, allow_empty: bool = False) -> list[str]:
     """Texts to classify: a ``.txt`` file (one per line) or any dataset with a ``text`` column.
     Blank entries are skipped with a warning; a file with no text at all is an error unless
@@ -191,7 +198,7 @@ def read_texts(path: str | Path, *, allow_empty: bool = False) -> list[str]:
         if records and "text" not in columns:
             raise DataError(f"{path}: no 'text' column (columns: {', '.join(columns)})")
         values = [_optional_str(r.get("text")) for r in records]
-    texts = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    texts = clean_texts(values)
     if len(texts) < len(values):
         logger.warning("%s: skipped %d blank entries", path, len(values) - len(texts))
     if not texts and not allow_empty:

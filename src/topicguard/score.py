@@ -110,18 +110,6 @@ def verdict_rows(guard: Any, texts: list[str], batch_size: int) -> list[dict[str
     return [v.to_dict() for v in guard.classify(texts, batch_size=min(batch_size, 64))]
 
 
-def clean_texts(values: Any) -> list[str]:
-    """Texts as ``classify --input`` takes them: strings, stripped, blanks dropped."""
-    texts = []
-    for value in values:
-        if value is None or (isinstance(value, float) and value != value):  # NaN: no text
-            continue
-        text = str(value).strip()
-        if text:
-            texts.append(text)
-    return texts
-
-
 def write_partition(
     rows: list[dict[str, Any]], path: Path, output_format: str, columns: list[str]
 ) -> None:

@@ -81,7 +81,8 @@ class GuardScorer:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        from topicguard.score import clean_texts, verdict_rows
+        from topicguard.data import clean_texts
+        from topicguard.score import verdict_rows
 
         texts = clean_texts(batch.column("text").to_pylist())
         rows = verdict_rows(self.guard, texts, len(texts) or 1) if texts else []
