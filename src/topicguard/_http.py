@@ -12,13 +12,14 @@ import hmac
 import os
 from typing import Any
 
-from topicguard._exceptions import MissingDependencyError
+from topicguard._exceptions import DataError, MissingDependencyError
 
 __all__ = [
     "MAX_BODY_BYTES",
     "HttpProblem",
     "Metrics",
     "check_key",
+    "check_one_writer",
     "check_page_key",
     "openai_error",
     "read_body",
@@ -210,6 +211,17 @@ def worker_threads(workers: int, threads: int | None) -> int | None:
     from topicguard.runtime import available_cores
 
     return max(available_cores() // workers, 1)
+
+
+def check_one_writer(decision_log: Any, review_dir: Any) -> None:
+    """Files that take one writer refuse several worker processes: each would keep its own
+    rotation or review progress and overwrite the others'."""
+    if decision_log is not None:
+        raise DataError(
+            "a decision log takes one writer: run with --workers 1, or one process per log file"
+        )
+    if review_dir is not None:
+        raise DataError("reviewing takes one writer: use --review-dir with --workers 1")
 
 
 def run_workers(factory: str, *, host: str, port: int, workers: int, env: dict[str, str]) -> None:

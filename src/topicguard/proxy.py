@@ -47,6 +47,7 @@ from topicguard._http import (
     HttpProblem,
     Metrics,
     check_key,
+    check_one_writer,
     openai_error,
     read_body,
     run_app,
@@ -482,13 +483,7 @@ def run(
     if workers <= 1:
         run_app(create_proxy_app(guard, upstream, config, spec=spec), host=host, port=port)
         return
-    if config.decision_log is not None:
-        raise DataError(
-            "a decision log takes one writer: run the proxy with --workers 1, or one proxy "
-            "per log file"
-        )
-    if config.review_dir is not None:
-        raise DataError("reviewing takes one writer: run the proxy's --review-dir with --workers 1")
+    check_one_writer(config.decision_log, config.review_dir)
     fields = {k: v for k, v in dataclasses.asdict(config).items() if not k.endswith("key")}
     setup = {
         "model_dir": str(guard.path),

@@ -38,6 +38,7 @@ from topicguard._http import (
     MAX_BODY_BYTES,
     HttpProblem,
     check_key,
+    check_one_writer,
     read_body,
     run_app,
     run_workers,
@@ -375,13 +376,7 @@ def run(config: ServeConfig, *, host: str, port: int, guard: Any = None, workers
     if workers <= 1:
         run_app(create_app(config, guard=guard), host=host, port=port)
         return
-    if config.decision_log is not None:
-        raise DataError(
-            "a decision log takes one writer: serve with --workers 1, or run one server per "
-            "log file"
-        )
-    if config.review_dir is not None:
-        raise DataError("reviewing takes one writer: serve --review-dir with --workers 1")
+    check_one_writer(config.decision_log, config.review_dir)
     config = dataclasses.replace(config, threads=worker_threads(workers, config.threads))
     env = {_CONFIG_ENV: _config_to_json(config)}
     if config.api_key:
