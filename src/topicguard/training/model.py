@@ -144,8 +144,9 @@ def train(
         calibration.objective,
         len(val_rows),
     )
-    record = _record(tuning, kept, freeze, train_rows, len(val_rows), data_files, spec)
-    record["metrics"] = {"validation": calibration.metrics}
+    record = _record(
+        tuning, kept, freeze, train_rows, len(val_rows), data_files, spec, calibration.metrics
+    )
     metadata = _metadata(calibration, served, tuning, config, spec, routing, record)
     _save(tuning, metadata, out_dir, overwrite=overwrite, include=include)
     return TrainResult(
@@ -379,6 +380,7 @@ def _record(
     n_validation: int,
     data_files: Sequence[str],
     spec: GuardSpec | None,
+    validation_metrics: dict[str, float],
 ) -> dict[str, Any]:
     """How the model was trained, for ``topicguard.json``: the config, the history, the
     timings and a fingerprint of the data."""
@@ -402,6 +404,7 @@ def _record(
             "augmented": count_augmented(train_rows),
             "n_validation": n_validation,
         },
+        "metrics": {"validation": validation_metrics},
         "spec": spec.model_dump(mode="json") if spec else None,
     }
 
