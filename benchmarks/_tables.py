@@ -191,15 +191,18 @@ def bench(record: Record) -> str:
         f"{result['n_batch']:,} in batches of {result['batch_size']}, {threads}, second "
         f"opinion {'on' if result.get('second_opinion') else 'off'}.",
         "",
-        "| backend (English queries) | p50 ms | p95 ms | p99 ms | queries/s (batches) "
-        "| speed-up (p50) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| backend (English queries) | p50 ms | p95 ms | p99 ms | queries/s one at a time "
+        "| queries/s (batches) | batches ÷ one at a time | speed-up (p50) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in result["backends"].items():
         speedup = row.get("speedup_vs_pipeline")
+        single = row.get("single_qps")  # absent from records made before it was measured
+        one_at_a_time = "-" if single is None else f"{single:,.0f}"
+        ratio = "-" if single is None else f"{row['batch_vs_single']:.1f}x"
         lines.append(
             f"| {BACKEND_NAMES.get(name, name)} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | "
-            f"{row['p99_ms']:.2f} | {row['throughput_qps']:,.0f} | "
+            f"{row['p99_ms']:.2f} | {one_at_a_time} | {row['throughput_qps']:,.0f} | {ratio} | "
             f"{'-' if speedup is None else f'{speedup:.1f}x'} |"
         )
     if result.get("languages"):
@@ -264,13 +267,20 @@ def robustness(record: Record) -> str:
         "greeting_thanks": "an on-topic message with a greeting or thanks",
         "harmless_words": "a blocked message with a few harmless words",
     }
+    # records from before the sentence check lack the whole-message-only column
+    whole = result.get("whole_message_only")
     lines = [
-        "| composition | flipped | target | " + " / ".join(LANGUAGES) + " |",
-        "| --- | --- | --- | --- |",
+        "| composition | flipped | "
+        + ("judged only whole | " if whole else "")
+        + "target | "
+        + " / ".join(LANGUAGES)
+        + " |",
+        "| --- | --- | --- | --- |" + (" --- |" if whole else ""),
     ]
     for key, what in checks.items():
         check = result[key]
         overall = check["overall"]
+        only_whole = f"{_share(whole[key])} | " if whole else ""
         per_lang = " / ".join(
             f"{check['by_language'][lang]['flip_share']:.1%}"
             if lang in check["by_language"] and check["by_language"][lang]["flip_share"] is not None
@@ -279,7 +289,7 @@ def robustness(record: Record) -> str:
         )
         lines.append(
             f"| {what} ({overall['counted']:,}) | {_share(overall['flip_share'])} | "
-            f"≤ {check['target']:.0%} | {per_lang} |"
+            f"{only_whole}≤ {check['target']:.0%} | {per_lang} |"
         )
     return "\n".join(lines + measured_by(record)) + "\n"
 

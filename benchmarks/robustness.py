@@ -49,14 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(
             lambda texts: [v.allowed for v in guard.classify(texts)], examples, seed=args.seed
         )
+        seconds = time.perf_counter() - started
+        # the same guard judging every message only as a whole: what the sentence check buys
+        guard.sentence_check = None
+        whole = measure(
+            lambda texts: [v.allowed for v in guard.classify(texts)], examples, seed=args.seed
+        ).to_dict()
     except TopicGuardError as exc:
         return _common.failed(exc)
     result = {
         "model": str(args.model),
         "backend": guard.backend_name,
         "data": [os.path.relpath(p) for p in paths],
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
         **report.to_dict(),
+        "whole_message_only": {
+            family: whole[family]["overall"]["flip_share"]
+            for family in ("attack", "greeting_thanks", "harmless_words")
+        },
     }
     if args.json:
         print(json.dumps(result, ensure_ascii=False))

@@ -48,7 +48,10 @@ class FakeGuard:
         self.joint = joint
         self.batches: list[list[str]] = []
 
-    def classify(self, texts: list[str], *, batch_size: int = 64) -> list[Verdict]:
+    def classify(
+        self, texts: list[str], *, batch_size: int = 64, by_sentence: bool = True
+    ) -> list[Verdict]:
+        assert by_sentence == ("\n" not in texts[0])  # a joint is judged only whole
         self.batches.append(list(texts))
         return [self._verdict(t) for t in texts]
 

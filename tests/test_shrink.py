@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from topicguard import DataError, ModelError
 from topicguard.cli import app
-from topicguard.shrink import drop_layers, encoder_layers, trim_vocabulary
+from topicguard.shrink import drop_layers, encoder_layers, freeze_lower_layers, trim_vocabulary
 from topicguard.training import PRESETS, TrainConfig
 
 # a SentencePiece-style (Unigram) vocabulary: special tokens, Latin and Chinese pieces, and
@@ -155,6 +155,25 @@ def test_a_layer_dropped_model_loads_with_the_plain_pipeline(tmp_path: Path) -> 
             drop_layers(model, bad)
 
 
+def test_frozen_lower_layers_get_no_gradient_and_the_rest_train() -> None:
+    import torch
+
+    tokenizer = _unigram_tokenizer()
+    model = _tiny_model(len(PIECES), layers=4).train()
+    freeze_lower_layers(model, 3)
+    batch = tokenizer(["where is my parcel"], return_tensors="pt")
+    model(**batch, labels=torch.tensor([1])).loss.backward()
+    layers = encoder_layers(model)
+    for layer in list(layers)[:3]:
+        assert all(p.grad is None and not p.requires_grad for p in layer.parameters())
+    assert all(p.grad is None for p in model.base_model.embeddings.parameters())
+    assert all(p.grad is not None for p in layers[3].parameters())
+    assert all(p.grad is not None for p in model.classifier.parameters())
+    for bad in (0, 4, 9):  # at least one layer must train
+        with pytest.raises(DataError, match="between 1 and 3"):
+            freeze_lower_layers(model, bad)
+
+
 def test_presets_and_their_bad_names() -> None:
     assert TrainConfig.from_preset("default") == TrainConfig()
     fast = TrainConfig.from_preset("fast", epochs=5, seed=None)
@@ -179,6 +198,7 @@ def test_presets_and_their_bad_names() -> None:
     [
         (["--preset", "quick"], "unknown preset 'quick'"),
         (["--multilingual-layers", "-1"], "multilingual layers must be at least 1"),
+        (["--multilingual-frozen-layers", "-2"], "multilingual frozen layers must be at least"),
         (["--multilingual-vocabulary", "-5"], "multilingual vocabulary must be at least 1"),
         (["--precision", "fp16"], "precision must be one of auto, bf16, fp32"),
     ],

@@ -55,7 +55,9 @@ __all__ = [
 class Classifier(Protocol):
     """What judging a conversation needs of a guard: verdicts on single texts."""
 
-    def classify(self, texts: Sequence[str], *, batch_size: int = 64) -> list[Verdict]: ...
+    def classify(
+        self, texts: Sequence[str], *, batch_size: int = 64, by_sentence: bool = True
+    ) -> list[Verdict]: ...
 
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -211,7 +213,11 @@ def classify_conversations(
                 anchors[i] = None
         if not joints:
             continue
-        together = guard.classify([joint for _, joint in joints], batch_size=batch_size)
+        # each part of a joint was judged already; together they are one message, not a
+        # message of sentences to check one by one
+        together = guard.classify(
+            [joint for _, joint in joints], batch_size=batch_size, by_sentence=False
+        )
         for (i, joint), verdict in zip(joints, together, strict=True):
             anchors[i] = joint if verdict.allowed else None
             if verdict.allowed and step == len(users[i]) - 1:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from topicguard._exceptions import DataError, MissingDependencyError, ModelError
 from topicguard.folder import GuardMetadata, Routing, multilingual_path, onnx_file
+from topicguard.sentences import SentenceCheck
 from topicguard.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -202,8 +203,10 @@ class TopicGuard:
         *,
         multilingual: TopicGuard | None = None,
         second_opinion: bool = True,
+        sentence_check: SentenceCheck | None = SentenceCheck(),  # noqa: B008 - frozen
     ) -> None:
         self.backend = backend
+        self.sentence_check = sentence_check
         self.multilingual = multilingual
         self.tokenizer = tokenizer
         self.metadata = metadata
@@ -241,12 +244,15 @@ class TopicGuard:
         threads: int | None = None,
         warm_up: bool = True,
         second_opinion: bool = True,
+        sentence_check: bool = True,
     ) -> TopicGuard:
         """Load a model folder written by ``topicguard train``. Never touches the network.
 
         ``backend="auto"`` takes int8 ONNX, else fp32 ONNX, else PyTorch.
         ``second_opinion=False`` keeps every fast-language text on the fast model alone
         (steadier tail latency, a little less accuracy; see the module docstring).
+        ``sentence_check=False`` judges a message only as a whole, never sentence by
+        sentence (:mod:`topicguard.sentences`).
         """
         path = Path(path)
         metadata = GuardMetadata.read(path)
@@ -296,6 +302,7 @@ class TopicGuard:
             label2id,
             multilingual=multilingual,
             second_opinion=second_opinion,
+            sentence_check=SentenceCheck() if sentence_check else None,
         )
         if warm_up:
             guard.scores(["warm-up"])
@@ -423,8 +430,12 @@ class TopicGuard:
         keep = {*self.fast_languages, UNDETERMINED}
         return detections, [d is not None and d.lang not in keep for d in detections]
 
-    def judge(self, texts: Sequence[str], *, batch_size: int = 64) -> Judgement:
-        """Calibrated scores and per-text thresholds, each text routed by its language."""
+    def judge(
+        self, texts: Sequence[str], *, batch_size: int = 64, by_sentence: bool = True
+    ) -> Judgement:
+        """Calibrated scores and per-text thresholds, each text routed by its language.
+        ``by_sentence=False`` skips the sentence check (:mod:`topicguard.sentences`) for
+        these texts: each is judged only as a whole (in windows when it is long)."""
         import numpy as np
 
         from topicguard.metrics import sigmoid
@@ -438,8 +449,8 @@ class TopicGuard:
         for model, rows in ((self, here), (self.multilingual, there)):
             if rows:
                 assert model is not None  # routes() sends nothing to a missing model
-                margins = model._margins([texts[i] for i in rows], batch_size)
-                scores[rows] = sigmoid(margins / model.temperature)
+                picked = [texts[i] for i in rows]
+                scores[rows] = self._scored(model, picked, batch_size, by_sentence=by_sentence)
                 thresholds[rows] = model.threshold
         second = np.zeros(len(texts), dtype=bool)
         if self.second_opinion_band is not None and here:
@@ -459,15 +470,46 @@ class TopicGuard:
             second_opinion=second.tolist(),
         )
 
+    def _scored(
+        self, model: TopicGuard, texts: list[str], batch_size: int, *, by_sentence: bool
+    ) -> Any:
+        """``model``'s calibrated scores for ``texts``; a text it allows below
+        ``sentence_check.unsure_below`` takes the score of its most off-topic sentence when
+        that sentence alone scores under ``sentence_check.floor`` (:mod:`topicguard.sentences`)."""
+        from topicguard.metrics import sigmoid
+        from topicguard.sentences import sentences
+
+        scores = sigmoid(model._margins(texts, batch_size) / model.temperature)
+        check = self.sentence_check
+        if check is None or not by_sentence:
+            return scores
+        parts: list[str] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            if model.threshold <= scores[i] < check.unsure_below:
+                found = sentences(text, check)
+                parts += found
+                owners += [i] * len(found)
+        if not parts:
+            return scores
+        alone = sigmoid(model._margins(parts, batch_size) / model.temperature)
+        for owner, score in zip(owners, alone, strict=True):
+            if score < check.floor and score < scores[owner]:
+                scores[owner] = score
+        return scores
+
     def scores(self, texts: Sequence[str], *, batch_size: int = 64) -> Any:
         """Calibrated probability on topic for each text (numpy array), in input order."""
         return self.judge(texts, batch_size=batch_size).scores
 
-    def classify(self, texts: Sequence[str] | str, *, batch_size: int = 64) -> list[Verdict]:
-        """Verdicts at the stored threshold(s). A single string is treated as a list of one."""
+    def classify(
+        self, texts: Sequence[str] | str, *, batch_size: int = 64, by_sentence: bool = True
+    ) -> list[Verdict]:
+        """Verdicts at the stored threshold(s). A single string is treated as a list of one;
+        ``by_sentence`` as in :meth:`judge`."""
         if isinstance(texts, str):
             texts = [texts]
-        judged = self.judge(texts, batch_size=batch_size)
+        judged = self.judge(texts, batch_size=batch_size, by_sentence=by_sentence)
         return [
             Verdict(
                 text=text,

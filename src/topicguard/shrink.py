@@ -123,6 +123,26 @@ def drop_layers(model: Any, keep: int) -> None:
     logger.info("kept the lower %d of %d encoder layers", keep, total)
 
 
+def freeze_lower_layers(model: Any, frozen: int) -> None:
+    """Keep ``model``'s embeddings and its lower ``frozen`` encoder layers fixed (in place):
+    the backward pass stops above them, so a training step skips their gradients, about two
+    thirds of their cost. At least one layer must stay trainable."""
+    layers = encoder_layers(model)
+    if not 1 <= frozen < len(layers):
+        raise DataError(
+            f"frozen layers must be between 1 and {len(layers) - 1} for this model (it has "
+            f"{len(layers)} and at least one must train), got {frozen}"
+        )
+    base = getattr(model, "base_model", model)
+    embeddings = getattr(base, "embeddings", None)
+    for module in [embeddings, *list(layers)[:frozen]]:
+        if module is not None:
+            module.requires_grad_(False)
+    logger.info(
+        "the embeddings and the lower %d of %d encoder layers stay fixed", frozen, len(layers)
+    )
+
+
 def trim_vocabulary(
     model: Any,
     tokenizer: Any,

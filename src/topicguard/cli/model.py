@@ -123,6 +123,12 @@ def train(
         Optional[int],  # noqa: UP045
         typer.Option(help=_field_help("multilingual_layers") + _default("multilingual_layers")),
     ] = None,
+    multilingual_frozen_layers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(
+            help=_field_help("multilingual_frozen_layers") + _default("multilingual_frozen_layers")
+        ),
+    ] = None,
     multilingual_epochs: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(help=_field_help("multilingual_epochs") + _default("multilingual_epochs")),
@@ -136,6 +142,10 @@ def train(
     layers: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(help=_field_help("layers")),
+    ] = None,
+    frozen_layers: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help=_field_help("frozen_layers")),
     ] = None,
     precision: Annotated[
         Optional[str],  # noqa: UP045
@@ -182,9 +192,11 @@ def train(
             ),
             multilingual_repeat=multilingual_repeat,
             multilingual_layers=multilingual_layers,
+            multilingual_frozen_layers=multilingual_frozen_layers,
             multilingual_epochs=multilingual_epochs,
             multilingual_vocabulary=multilingual_vocabulary,
             layers=layers,
+            frozen_layers=frozen_layers,
             precision=precision,
             augment=augment,
             augment_ratio=augment_ratio,

@@ -117,6 +117,17 @@ class TrainConfig:
         default=None,
         metadata={"help": "encoder layers the multilingual model keeps, of its 12 (0: all)"},
     )
+    frozen_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "keep the lower N encoder layers (and the embeddings) fixed while "
+            "fine-tuning: no backward pass through them; default: none"
+        },
+    )
+    multilingual_frozen_layers: int | None = field(
+        default=None,
+        metadata={"help": "lower encoder layers the multilingual model keeps fixed (0: none)"},
+    )
     multilingual_epochs: int | None = field(
         default=None,
         metadata={"help": "passes the multilingual model makes over its data (0: --epochs)"},
@@ -178,6 +189,8 @@ class TrainConfig:
         for name in (
             "layers",
             "multilingual_layers",
+            "frozen_layers",
+            "multilingual_frozen_layers",
             "multilingual_epochs",
             "vocabulary_size",
             "multilingual_vocabulary",

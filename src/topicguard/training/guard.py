@@ -183,6 +183,7 @@ def train_multilingual(
         | {
             "base_model": MULTILINGUAL_BASE_MODEL,
             "layers": config.multilingual_layers or None,
+            "frozen_layers": config.multilingual_frozen_layers or None,
             "epochs": config.multilingual_epochs or config.epochs,
             "vocabulary_size": config.multilingual_vocabulary or None,
         }

@@ -225,7 +225,7 @@ def _prepare(
     import torch
 
     from topicguard.models import load_encoder, resolve_base_model
-    from topicguard.shrink import drop_layers, trim_vocabulary
+    from topicguard.shrink import drop_layers, freeze_lower_layers, trim_vocabulary
 
     seed_everything(config.seed)
     clock = Clock()
@@ -266,6 +266,8 @@ def _prepare(
         embeddings = model.get_input_embeddings().weight  # the trimmed matrix, if trimmed
         embeddings.requires_grad_(False)
         logger.info("word embeddings (%d tokens) stay fixed", embeddings.shape[0])
+    if config.frozen_layers:
+        freeze_lower_layers(model, config.frozen_layers)
     texts = [e.text for e in train_rows]
     tokens = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     clock.lap("tokenize")
