@@ -237,8 +237,13 @@ def proxy(record: Record) -> str:
     lines = [
         f"`{r['model']}` ({r['backend']}), a fake LLM answering after "
         f"{r['upstream_delay_ms']:g} ms, {r['requests']:,} requests a case; the guard's own "
-        f"p50 {r['guard_p50_ms']:.2f} ms; {r['verdict_mismatches']} verdicts differed between "
-        "the guard and the proxy.",
+        f"p50 {r['guard_p50_ms']:.2f} ms back to back"
+        + (
+            f", {r['guard_paced_p50_ms']:.2f} ms at the requests' pace"
+            if "guard_paced_p50_ms" in r  # records from before it was measured lack it
+            else ""
+        )
+        + f"; {r['verdict_mismatches']} verdicts differed between the guard and the proxy.",
         "",
         "| case | direct p50 ms | through the proxy p50 ms | added p50 / p99 ms "
         "| guard in the proxy p50 ms | proxy overhead p50 ms |",

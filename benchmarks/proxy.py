@@ -9,8 +9,9 @@ p50/p99 of each route, to the last byte, and their difference (``added_*``; nega
 blocked request, which the proxy answers without the LLM); the guard's time inside the
 proxy (its ``server-timing`` header) and the proxy's ``overhead`` besides it. Beside them,
 the guard's own ``classify`` p50 on the allowed texts, timed in this process before the
-servers start. Targets: an allowed request's added p50 within 1 ms of the guard's p50; a
-blocked request answered in under 10 ms p50.
+servers start, back to back and paced (one call per ``--delay-ms``, as requests come through
+the proxy: ``guard_paced_p50_ms``). Targets: an allowed request's added p50 within 1 ms of
+the guard's p50; a blocked request answered in under 10 ms p50.
 
     python benchmarks/proxy.py [--model runs/demo] [--requests 200] [--delay-ms 20] [--json]
 """
@@ -132,10 +133,13 @@ def _guard_seconds(headers: Any) -> float:
     raise RuntimeError("the proxy sent no server-timing for the guard")
 
 
-def time_guard(guard: Any, texts: list[str], requests: int) -> list[float]:
-    """The guard's own ``classify`` of one text at a time, in this process."""
+def time_guard(guard: Any, texts: list[str], requests: int, pause_s: float = 0.0) -> list[float]:
+    """The guard's own ``classify`` of one text at a time, in this process, back to back or
+    with ``pause_s`` between calls (the pace of requests through the proxy: an idle moment
+    costs the next call its warm caches)."""
     seconds = []
     for i in range(requests + 5):  # the first 5 warm up
+        time.sleep(pause_s)
         started = time.perf_counter()
         guard.classify([texts[i % len(texts)]])
         if i >= 5:
@@ -223,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         "blocked": [v.text for v in verdicts if not v.allowed][: args.requests],
     }
     # timed before the servers start, which would otherwise share the cores
-    guard_p50, guard_p99 = _percentiles(time_guard(guard, texts["allowed"] or pool, args.requests))
+    allowed = texts["allowed"] or pool
+    guard_p50, guard_p99 = _percentiles(time_guard(guard, allowed, args.requests))
+    paced = time_guard(guard, allowed, args.requests, pause_s=args.delay_ms / 1000)
+    guard_paced_p50 = _percentiles(paced)[0]
     upstream_port, proxy_port = _free_port(), _free_port()
     upstream, proxy = f"http://127.0.0.1:{upstream_port}", f"http://127.0.0.1:{proxy_port}"
     python = sys.executable
@@ -255,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "requests": args.requests,
         "guard_p50_ms": guard_p50,
         "guard_p99_ms": guard_p99,
+        "guard_paced_p50_ms": guard_paced_p50,
         **result,
     }
     if args.json:
