@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from topicguard._exceptions import DataError
 from topicguard.data import parse_label
+from topicguard.sentences import length
 
 if TYPE_CHECKING:
     from topicguard.verdict import Verdict
@@ -77,8 +77,6 @@ CONTEXT_SCORE_FLOOR = 0.03
 # most the two short follow-ups after it.
 CONTEXT_TURNS = 3
 _JOINER = "\n"
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -160,8 +158,7 @@ def is_follow_up(text: str) -> bool:
     """Whether ``text`` is short enough to be a follow-up that leans on the turn before it:
     its words count against ``FOLLOW_UP_MAX_WORDS`` and its Chinese or Japanese characters
     against ``FOLLOW_UP_MAX_CJK_CHARS``, the two shares adding up to at most one."""
-    cjk = len(_CJK.findall(text))
-    words = len(_WORD.findall(_CJK.sub(" ", text)))
+    words, cjk = length(text)
     return words / FOLLOW_UP_MAX_WORDS + cjk / FOLLOW_UP_MAX_CJK_CHARS <= 1
 
 

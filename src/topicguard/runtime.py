@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from topicguard._exceptions import DataError, MissingDependencyError, ModelError
 from topicguard.folder import GuardMetadata, Routing, multilingual_path, onnx_file
-from topicguard.sentences import SentenceCheck
+from topicguard.sentences import SentenceCheck, sentences
 from topicguard.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -477,7 +477,6 @@ class TopicGuard:
         ``sentence_check.unsure_below`` takes the score of its most off-topic sentence when
         that sentence alone scores under ``sentence_check.floor`` (:mod:`topicguard.sentences`)."""
         from topicguard.metrics import sigmoid
-        from topicguard.sentences import sentences
 
         scores = sigmoid(model._margins(texts, batch_size) / model.temperature)
         check = self.sentence_check

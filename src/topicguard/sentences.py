@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SentenceCheck", "sentences"]
+__all__ = ["SentenceCheck", "length", "sentences"]
 
 # a sentence ends at ! ? ; or a full stop that does not follow a digit ("am 8. Dezember"),
 # followed by a space; at the Chinese and Japanese marks (no space after them); and at a
@@ -67,8 +67,16 @@ def sentences(text: str, check: SentenceCheck) -> list[str]:
     return kept
 
 
+def length(text: str) -> tuple[int, int]:
+    """How long ``text`` reads: its words outside Chinese and Japanese script, and its Chinese
+    and Japanese characters (which have no spaces to count words by).
+
+    >>> length("where is 我的包裹")
+    (2, 4)
+    """
+    return len(_WORD.findall(_CJK.sub(" ", text))), len(_CJK.findall(text))
+
+
 def _long_enough(piece: str, min_words: int) -> bool:
-    cjk = len(_CJK.findall(piece))
-    if cjk:
-        return cjk >= 2 * min_words
-    return len(_WORD.findall(piece)) >= min_words
+    words, cjk = length(piece)
+    return cjk >= 2 * min_words if cjk else words >= min_words
