@@ -213,6 +213,29 @@ def test_train_cli_refuses_bad_recipes_in_one_line(
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frozen-layers", "6"], "frozen layers must be between 1 and 5"),
+        (["--layers", "9"], "layers must be between 1 and 6"),
+        (["--multilingual-frozen-layers", "12"], "frozen layers must be between 1 and 11"),
+        (["--multilingual-layers", "4", "--multilingual-frozen-layers", "4"], "between 1 and 3"),
+    ],
+)
+def test_train_refuses_layer_counts_the_base_models_cannot_take_before_training(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """Checked against each base model's config before any model trains: a routed guard
+    trains its multilingual model first, so a bad count for the fast model would otherwise
+    fail only after it."""
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "m"), *args])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "epoch" not in result.stderr  # nothing trained
+    assert not (tmp_path / "m").exists() and list(tmp_path.iterdir()) == []
+
+
 def test_train_records_its_timings_and_a_trimmed_multilingual_model(
     tiny_bert: Path, small_rows: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,6 +102,20 @@ def _layer_slot(model: Any) -> tuple[Any, str]:
     )
 
 
+def check_layer_counts(total: int, *, keep: int | None = None, frozen: int | None = None) -> None:
+    """Refuse layer counts a ``total``-layer encoder cannot take: ``keep`` (layers kept by
+    :func:`drop_layers`) in 1..total, ``frozen`` (:func:`freeze_lower_layers`, counted in
+    the kept layers) in 1..kept - 1. ``train`` asks before any training, the cuts again."""
+    if keep is not None and not 1 <= keep <= total:
+        raise DataError(f"layers must be between 1 and {total} for this model, got {keep}")
+    kept = keep or total
+    if frozen is not None and not 1 <= frozen < kept:
+        raise DataError(
+            f"frozen layers must be between 1 and {kept - 1} for this model (it has "
+            f"{kept} and at least one must train), got {frozen}"
+        )
+
+
 def drop_layers(model: Any, keep: int) -> None:
     """Keep the lower ``keep`` encoder layers of ``model`` (in place) and say so in its config,
     so that the saved folder loads as a ``keep``-layer model."""
@@ -110,8 +124,7 @@ def drop_layers(model: Any, keep: int) -> None:
     owner, name = _layer_slot(model)
     layers = getattr(owner, name)
     total = len(layers)
-    if not 1 <= keep <= total:
-        raise DataError(f"layers must be between 1 and {total} for this model, got {keep}")
+    check_layer_counts(total, keep=keep)
     if keep == total:
         return
     setattr(owner, name, torch.nn.ModuleList(list(layers)[:keep]))
@@ -128,11 +141,7 @@ def freeze_lower_layers(model: Any, frozen: int) -> None:
     the backward pass stops above them, so a training step skips their gradients, about two
     thirds of their cost. At least one layer must stay trainable."""
     layers = encoder_layers(model)
-    if not 1 <= frozen < len(layers):
-        raise DataError(
-            f"frozen layers must be between 1 and {len(layers) - 1} for this model (it has "
-            f"{len(layers)} and at least one must train), got {frozen}"
-        )
+    check_layer_counts(len(layers), frozen=frozen)
     base = getattr(model, "base_model", model)
     embeddings = getattr(base, "embeddings", None)
     for module in [embeddings, *list(layers)[:frozen]]:

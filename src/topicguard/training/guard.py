@@ -114,6 +114,12 @@ def train_guard(
             f"languages ({', '.join(config.fast_languages)}): pass --fast-languages"
         )
     _check_readable(config, examples, fast)
+    _check_layers(config, config.base_model, config.layers, config.frozen_layers)
+    if slow:
+        from topicguard.e5 import MULTILINGUAL_BASE_MODEL
+
+        layers, frozen = config.multilingual_layers, config.multilingual_frozen_layers
+        _check_layers(config, MULTILINGUAL_BASE_MODEL, layers or None, frozen or None)
     fit = functools.partial(train, spec=spec, data_files=data_files, objective=objective)
     if not slow:
         routing = Routing(fast_languages=tuple(fast))
@@ -215,6 +221,28 @@ def train_multilingual(
         calibration_languages=languages,
         augmented=True,
     )
+
+
+def _check_layers(
+    config: TrainConfig, base_model: str, keep: int | None, frozen: int | None
+) -> None:
+    """Refuse layer counts ``base_model`` cannot take before any model trains (a routed
+    guard trains its multilingual model first: a bad count for the fast model would
+    otherwise surface only after it)."""
+    if keep is None and frozen is None:
+        return
+    from transformers import AutoConfig
+
+    from topicguard.models import quiet_transformers, resolve_base_model
+    from topicguard.shrink import check_layer_counts
+
+    with quiet_transformers():
+        model_config = AutoConfig.from_pretrained(
+            resolve_base_model(base_model), trust_remote_code=config.trust_remote_code
+        )
+    total = getattr(model_config, "num_hidden_layers", None)
+    if isinstance(total, int):  # else the cut itself checks, once the model is loaded
+        check_layer_counts(total, keep=keep, frozen=frozen)
 
 
 def _check_readable(config: TrainConfig, examples: Sequence[Example], languages: list[str]) -> None:
